@@ -1,0 +1,110 @@
+"""Helpers shared by the tests: event builders, waiting, operators and keys."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+SHANGHAI = "+08:00"
+
+
+async def wait_for(predicate: Callable[[], Awaitable[T]], timeout: float = 15.0, interval: float = 0.05) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail with the last value after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: T | None = None
+    while loop.time() < deadline:
+        last = await predicate()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+def code(prefix: str = "", length: int = 12) -> str:
+    """A random code in the operator/lot alphabet."""
+    alphabet = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+    return prefix + "".join(secrets.choice(alphabet) for _ in range(length - len(prefix)))
+
+
+def now_iso(delta: timedelta = timedelta(0)) -> str:
+    return (datetime.now(UTC) + delta).isoformat()
+
+
+def lot_tested_event(operator: str, *, lot: str | None = None, result: str = "pass", **over: Any) -> dict[str, Any]:
+    """A small valid event (lot.tested)."""
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "lot.tested",
+        "occurred_at": "2026-11-25T03:40:00+08:00",
+        "operator": operator,
+        "data": {
+            "lot": lot or code("L", 16),
+            "test": "pesticide_rapid",
+            "method": "enzyme inhibition",
+            "value": 12.5,
+            "result": result,
+        },
+    }
+    event.update(over)
+    return event
+
+
+def harvested_event(operator: str, **over: Any) -> dict[str, Any]:
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "produce.harvested",
+        "occurred_at": "2026-11-25T05:10:00+08:00",
+        "operator": operator,
+        "data": {
+            "lot": code("P", 16),
+            "base_code": operator,
+            "product_code": "VEG-CHOYSUM",
+            "product_name": "菜心",
+            "weight_kg": 1250.5,
+            "compliance_cert_number": "HG-2026-000123",
+            "origin_region": "442000",
+            "harvested_at": "2026-11-25T04:30:00+08:00",
+        },
+    }
+    event.update(over)
+    return event
+
+
+class Actors:
+    """Registers operators and issues keys through the API, as an administrator would."""
+
+    def __init__(self, client: httpx.AsyncClient, admin_token: str) -> None:
+        self.client = client
+        self.admin = {"Authorization": f"Bearer {admin_token}"}
+
+    async def operator(self, *, kind: str = "planting_base", parent: str | None = None, region: str = "442000") -> str:
+        op = code("OP", 12)
+        body: dict[str, Any] = {"code": op, "name": f"测试经营者 {op}", "kind": kind, "region": region}
+        if parent:
+            body["parent"] = parent
+        r = await self.client.post("/v1/operators", json=body, headers=self.admin)
+        assert r.status_code == 201, r.text
+        return op
+
+    async def key(self, operator: str) -> dict[str, str]:
+        r = await self.client.post(f"/v1/operators/{operator}/keys", json={"name": "test"}, headers=self.admin)
+        assert r.status_code == 201, r.text
+        return {"Authorization": f"Bearer {r.json()['key']}"}
+
+    async def operator_with_key(self, **kw: Any) -> tuple[str, dict[str, str]]:
+        op = await self.operator(**kw)
+        return op, await self.key(op)
+
+    async def staff_key(self, role: str = "regulator") -> dict[str, str]:
+        r = await self.client.post("/v1/keys", json={"role": role, "name": f"test {role}"}, headers=self.admin)
+        assert r.status_code == 201, r.text
+        return {"Authorization": f"Bearer {r.json()['key']}"}

@@ -1,0 +1,1 @@
+"""Operators, API keys and who may do what."""

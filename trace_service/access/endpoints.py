@@ -1,0 +1,66 @@
+"""HTTP endpoints of operators and keys."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Response, status
+
+from trace_service.access import service
+from trace_service.access.http import CurrentPrincipal, CurrentSettings, UnitOfWork
+from trace_service.access.models import (
+    KeyOut,
+    OperatorIn,
+    OperatorKeyIn,
+    OperatorOut,
+    OperatorPatch,
+    StaffKeyIn,
+)
+
+router = APIRouter(prefix="/v1", tags=["operators and keys"])
+
+Code = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+@router.post("/operators", status_code=status.HTTP_201_CREATED, response_model=OperatorOut)
+async def register_operator(
+    body: OperatorIn, principal: CurrentPrincipal, conn: UnitOfWork, settings: CurrentSettings
+) -> Any:
+    return await service.register_operator(conn, principal, body, settings.codes)
+
+
+@router.get("/operators/{code}", response_model=OperatorOut)
+async def read_operator(code: Code, principal: CurrentPrincipal, conn: UnitOfWork) -> Any:
+    return await service.read_operator(conn, principal, code)
+
+
+@router.patch("/operators/{code}", response_model=OperatorOut)
+async def change_operator(code: Code, body: OperatorPatch, principal: CurrentPrincipal, conn: UnitOfWork) -> Any:
+    return await service.change_operator(conn, principal, code, body)
+
+
+@router.post("/operators/{code}/keys", status_code=status.HTTP_201_CREATED, response_model=KeyOut)
+async def issue_operator_key(
+    code: Code,
+    principal: CurrentPrincipal,
+    conn: UnitOfWork,
+    settings: CurrentSettings,
+    body: OperatorKeyIn | None = None,
+) -> Any:
+    name = body.name if body else None
+    return await service.issue_operator_key(conn, principal, code, name, settings.key_pepper.get_secret_value())
+
+
+@router.post("/keys", status_code=status.HTTP_201_CREATED, response_model=KeyOut)
+async def issue_staff_key(
+    body: StaffKeyIn, principal: CurrentPrincipal, conn: UnitOfWork, settings: CurrentSettings
+) -> Any:
+    return await service.issue_staff_key(conn, principal, body.role, body.name, settings.key_pepper.get_secret_value())
+
+
+@router.delete("/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_key(
+    key_id: Annotated[str, Path(max_length=64)], principal: CurrentPrincipal, conn: UnitOfWork
+) -> Response:
+    await service.revoke_key(conn, principal, key_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

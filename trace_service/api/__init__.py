@@ -1,0 +1,1 @@
+"""The HTTP API: the application factory, the error mapping, health and metrics."""

@@ -1,0 +1,57 @@
+"""The application factory: the API's composition root."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from trace_service import __version__
+from trace_service.access.endpoints import router as access_router
+from trace_service.api.errors import install_error_handlers
+from trace_service.api.health import router as health_router
+from trace_service.api.limits import BodyLimit
+from trace_service.contract.events import build_catalogue
+from trace_service.db.engine import create_engine
+from trace_service.ingest.endpoints import router as ingest_router
+from trace_service.ingest.publisher import EventPublisher
+from trace_service.ingest.service import IntakeService
+from trace_service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        publisher = EventPublisher(settings)
+        catalogue = build_catalogue(settings.codes, settings.max_events_per_request)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.publisher = publisher
+        app.state.intake = IntakeService(settings, engine, publisher, catalogue)
+        if not settings.key_pepper.get_secret_value():
+            log.warning("key_pepper_unset", hint="set TRACE_KEY_PEPPER so stored key hashes are keyed")
+        log.info("api_started", version=__version__)
+        try:
+            yield
+        finally:
+            await publisher.close()
+            await engine.dispose()
+            log.info("api_stopped")
+
+    app = FastAPI(
+        title="trace-service",
+        version=__version__,
+        summary="Meat and vegetable traceability (肉菜流通追溯): intake, lineage, recall, alerts",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=settings.body_limit_bytes)
+    app.include_router(health_router)
+    app.include_router(ingest_router)
+    app.include_router(access_router)
+    return app

@@ -1,0 +1,44 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from trace_service.api.errors import error_response
+from trace_service.errors import DependencyDown
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "Postgres or the broker does not answer"}})
+async def readyz(request: Request) -> Any:
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(3), request.app.state.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        checks["postgres"] = "ok"
+    except Exception as exc:
+        checks["postgres"] = f"down: {type(exc).__name__}"
+    try:
+        await request.app.state.publisher.ping()
+        checks["broker"] = "ok"
+    except DependencyDown:
+        checks["broker"] = "down"
+    if all(v == "ok" for v in checks.values()):
+        return {"status": "ready", "checks": checks}
+    return error_response(503, "unavailable", "not ready", [checks], headers={"Retry-After": "5"})
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

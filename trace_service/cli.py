@@ -1,0 +1,144 @@
+"""The ``trace-service`` command: dev, api, worker, migrate. A composition root: nothing imports it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from trace_service import __version__
+from trace_service.logging import configure_logging
+from trace_service.settings import Settings, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, object] = {}
+    if getattr(args, "database_url", None):
+        overrides["database_url"] = args.database_url
+    if getattr(args, "kafka_bootstrap", None):
+        overrides["kafka_bootstrap"] = args.kafka_bootstrap
+    settings = load_settings(**overrides)
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from trace_service.db.engine import migrate
+    from trace_service.kafka import ensure_topics
+
+    settings = _settings(args)
+    migrate(settings.database_url)
+    print("database migrated", file=sys.stderr)  # noqa: T201
+    if not args.no_topics:
+        asyncio.run(ensure_topics(settings))
+        print("topics ready", file=sys.stderr)  # noqa: T201
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from trace_service.api.app import create_app
+
+    settings = _settings(args)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=15,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from trace_service.worker.main import run_worker
+
+    settings = _settings(args)
+    if args.group:
+        settings = settings.model_copy(update={"consumer_group": args.group})
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from trace_service.runtime.dev import run_dev
+
+    return run_dev(host=args.host, port=args.port, data_dir=Path(args.data_dir), workers=args.workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trace-service",
+        description="Meat and vegetable traceability backend (肉菜流通追溯). Settings come from TRACE_* "
+        "environment variables; see the README's configuration table.",
+    )
+    parser.add_argument("--version", action="version", version=f"trace-service {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def service_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--database-url", help="overrides TRACE_DATABASE_URL")
+        p.add_argument("--kafka-bootstrap", help="overrides TRACE_KAFKA_BOOTSTRAP")
+
+    dev = sub.add_parser(
+        "dev",
+        help="start everything on this machine: embedded Postgres and broker, migrations, API and worker",
+        description="Start the whole service for development. Unless TRACE_DATABASE_URL / TRACE_KAFKA_BOOTSTRAP "
+        "are set, an embedded PostgreSQL (data kept in --data-dir) and an embedded Kafka-protocol broker "
+        "(in memory) are started. Ctrl-C or SIGTERM stops every child cleanly.",
+    )
+    dev.add_argument("--host", default="127.0.0.1", help="address the API listens on (default 127.0.0.1)")
+    dev.add_argument("--port", type=int, default=8000, help="port of the API (default 8000)")
+    dev.add_argument("--data-dir", default=".trace-data", help="where Postgres keeps its data (default .trace-data)")
+    dev.add_argument("--workers", type=int, default=1, choices=range(1, 9), metavar="N", help="worker processes (1-8)")
+    dev.set_defaults(func=cmd_dev)
+
+    api = sub.add_parser("api", help="run the HTTP API", description="Run the HTTP API (uvicorn).")
+    api.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    api.add_argument("--port", type=int, default=8000, help="listen port (default 8000)")
+    service_options(api)
+    api.set_defaults(func=cmd_api)
+
+    worker = sub.add_parser(
+        "worker",
+        help="run a projector worker",
+        description="Consume the events topic in the consumer group and apply each batch to Postgres. "
+        "Run several for more throughput; SIGTERM finishes the batch in hand.",
+    )
+    worker.add_argument("--group", help="consumer group (default: TRACE_CONSUMER_GROUP, trace-projector)")
+    service_options(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    mig = sub.add_parser(
+        "migrate",
+        help="migrate the database and create the Kafka topics",
+        description="Bring the database schema to the latest revision (Alembic) and create the topics.",
+    )
+    mig.add_argument("--no-topics", action="store_true", help="only migrate the database")
+    service_options(mig)
+    mig.set_defaults(func=cmd_migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

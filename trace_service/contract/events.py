@@ -1,0 +1,305 @@
+"""The event envelope (contract section 2) and the catalogue of event types (section 3).
+
+The models are built by :func:`build_catalogue` from the code patterns in settings, so that a code
+format is changed in one place. Everything is validated by pydantic-core from the raw JSON bytes:
+unknown fields are rejected, times must carry an offset, codes must match their pattern.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+
+from trace_service.contract.codes import CodePatterns, check_ear_tag, check_farm_code, check_region
+
+MAX_KG = 100_000.0  # 100 t: no single lot or line of this trade weighs more
+MAX_HEAD = 100_000
+MAX_LIST = 1000
+
+
+class EventType(StrEnum):
+    FARM_PIGS_DISPATCHED = "farm.pigs_dispatched"
+    SLAUGHTER_PIGS_RECEIVED = "slaughter.pigs_received"
+    SLAUGHTER_ASF_TESTED = "slaughter.asf_tested"
+    SLAUGHTER_BATCH_SLAUGHTERED = "slaughter.batch_slaughtered"
+    PRODUCE_HARVESTED = "produce.harvested"
+    TRADE_SHIPPED = "trade.shipped"
+    TRADE_RECEIVED = "trade.received"
+    LOT_TESTED = "lot.tested"
+    RETAIL_SOLD = "retail.sold"
+    LOT_DISPOSED = "lot.disposed"
+    REGULATOR_LOT_HELD = "regulator.lot_held"
+    REGULATOR_LOT_RELEASED = "regulator.lot_released"
+
+
+def _three_decimals(value: float) -> float:
+    if round(value, 3) != value:
+        raise ValueError("at most 3 decimals")
+    return value
+
+
+Kg = Annotated[float, Field(gt=0, lt=MAX_KG), AfterValidator(_three_decimals)]
+Price = Annotated[float, Field(ge=0, lt=100_000), AfterValidator(_three_decimals)]
+Head = Annotated[int, Field(ge=0, le=MAX_HEAD)]
+PositiveHead = Annotated[int, Field(ge=1, le=MAX_HEAD)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+LongText = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+ProductCode = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z._-]{1,32}$")]
+Plate = Annotated[str, StringConstraints(min_length=2, max_length=16)]
+
+
+class Strict(BaseModel):
+    """Base of every contract model: unknown fields are an error, types are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The validators of one configuration of code patterns."""
+
+    patterns: CodePatterns
+    event: TypeAdapter[Any]
+    events: TypeAdapter[Any]
+    models: dict[str, type[BaseModel]]
+    data_models: dict[str, type[BaseModel]]
+
+
+def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000) -> Catalogue:
+    """Build the envelope validators for these code patterns."""
+    p = patterns or CodePatterns()
+
+    OperatorCode = Annotated[str, StringConstraints(pattern=p.operator)]
+    LotCode = Annotated[str, StringConstraints(pattern=p.lot)]
+    FarmCode = Annotated[str, StringConstraints(pattern=p.farm), AfterValidator(check_farm_code)]
+    EarTag = Annotated[str, StringConstraints(pattern=p.ear_tag), AfterValidator(check_ear_tag)]
+    Region = Annotated[str, StringConstraints(pattern=p.region), AfterValidator(check_region)]
+    Voucher = Annotated[str, StringConstraints(pattern=p.voucher)]
+    Cert = Annotated[str, StringConstraints(pattern=p.certificate)]
+    EarTags = Annotated[list[EarTag], Field(max_length=MAX_LIST)]  # type: ignore[valid-type]
+
+    class QuarantineCert(Strict):
+        number: Cert  # type: ignore[valid-type]
+        kind: Literal["A", "B", "product"]
+        issued_at: AwareDatetime
+        head_count: PositiveHead
+
+    class FarmPigsDispatched(Strict):
+        lot: LotCode  # type: ignore[valid-type]
+        farm_code: FarmCode  # type: ignore[valid-type]
+        quarantine_cert: QuarantineCert
+        head_count: PositiveHead
+        ear_tags: EarTags  # type: ignore[valid-type]
+        destination: OperatorCode  # type: ignore[valid-type]
+        vehicle_plate: Plate | None = None
+        origin_region: Region  # type: ignore[valid-type]
+
+    class Owner(Strict):
+        code: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = None
+        name: Text
+
+    class SlaughterPigsReceived(Strict):
+        lot: LotCode  # type: ignore[valid-type]
+        quarantine_cert_number: Cert  # type: ignore[valid-type]
+        owner: Owner
+        farm_code: FarmCode | None = None  # type: ignore[valid-type]
+        origin_region: Region  # type: ignore[valid-type]
+        head_count: PositiveHead
+        dead_on_arrival: Head
+        ear_tags: EarTags  # type: ignore[valid-type]
+        live_weight_kg: Kg
+        vehicle_plate: Plate | None = None
+        from_lot: LotCode | None = None  # type: ignore[valid-type]
+
+    class SlaughterAsfTested(Strict):
+        lot: LotCode  # type: ignore[valid-type]
+        method: Literal["pcr", "strip"]
+        result: Literal["negative", "positive"]
+        sampled_at: AwareDatetime
+
+    class Output(Strict):
+        lot: LotCode  # type: ignore[valid-type]
+        product_code: ProductCode
+        product_name: Text
+        weight_kg: Kg
+
+    class SlaughterBatchSlaughtered(Strict):
+        lot: LotCode  # type: ignore[valid-type]
+        head_count: PositiveHead
+        condemned_head: Head
+        quality_cert_number: Cert | None = None  # type: ignore[valid-type]
+        product_quarantine_cert_number: Cert  # type: ignore[valid-type]
+        outputs: Annotated[list[Output], Field(min_length=1, max_length=MAX_LIST)]
+
+    class ProduceHarvested(Strict):
+        lot: LotCode  # type: ignore[valid-type]
+        base_code: OperatorCode  # type: ignore[valid-type]
+        product_code: ProductCode
+        product_name: Text
+        weight_kg: Kg
+        compliance_cert_number: Cert  # type: ignore[valid-type]
+        origin_region: Region  # type: ignore[valid-type]
+        harvested_at: AwareDatetime
+
+    class ShippedLine(Strict):
+        lot: LotCode  # type: ignore[valid-type]
+        weight_kg: Kg
+        unit_price: Price | None = None
+
+    class TradeShipped(Strict):
+        voucher_number: Voucher  # type: ignore[valid-type]
+        buyer: OperatorCode  # type: ignore[valid-type]
+        lines: Annotated[list[ShippedLine], Field(min_length=1, max_length=MAX_LIST)]
+        destination: Text | None = None
+
+    class ReceivedLine(Strict):
+        lot: LotCode  # type: ignore[valid-type]
+        from_lot: LotCode  # type: ignore[valid-type]
+        weight_kg: Kg
+        product_code: ProductCode | None = None
+
+    class Documents(Strict):
+        quarantine_cert_number: Cert | None = None  # type: ignore[valid-type]
+        quality_cert_number: Cert | None = None  # type: ignore[valid-type]
+        asf_report: Cert | None = None  # type: ignore[valid-type]
+        compliance_cert_number: Cert | None = None  # type: ignore[valid-type]
+        origin_proof_number: Cert | None = None  # type: ignore[valid-type]
+
+    class TradeReceived(Strict):
+        voucher_number: Voucher  # type: ignore[valid-type]
+        seller: OperatorCode  # type: ignore[valid-type]
+        lines: Annotated[list[ReceivedLine], Field(min_length=1, max_length=MAX_LIST)]
+        documents: Documents
+
+    class LotTested(Strict):
+        lot: LotCode  # type: ignore[valid-type]
+        test: Literal["pesticide_rapid", "ractopamine", "asf", "other"]
+        method: Text
+        value: Annotated[float, Field(ge=-1e9, le=1e9)] | None = None
+        result: Literal["pass", "fail"]
+
+    class RetailSold(Strict):
+        sale_code: LotCode  # type: ignore[valid-type]
+        lot: LotCode  # type: ignore[valid-type]
+        stall: OperatorCode | None = None  # type: ignore[valid-type]
+        weight_kg: Kg
+        unit_price: Price
+
+    class LotDisposed(Strict):
+        lot: LotCode  # type: ignore[valid-type]
+        weight_kg: Kg | None = None
+        head: PositiveHead | None = None
+        reason: LongText
+        notice_number: Cert | None = None  # type: ignore[valid-type]
+
+    class RegulatorLotAction(Strict):
+        lot: LotCode  # type: ignore[valid-type]
+        reason: LongText
+        scope: Literal["lot", "downstream"]
+
+    data_models: dict[str, type[BaseModel]] = {
+        EventType.FARM_PIGS_DISPATCHED.value: FarmPigsDispatched,
+        EventType.SLAUGHTER_PIGS_RECEIVED.value: SlaughterPigsReceived,
+        EventType.SLAUGHTER_ASF_TESTED.value: SlaughterAsfTested,
+        EventType.SLAUGHTER_BATCH_SLAUGHTERED.value: SlaughterBatchSlaughtered,
+        EventType.PRODUCE_HARVESTED.value: ProduceHarvested,
+        EventType.TRADE_SHIPPED.value: TradeShipped,
+        EventType.TRADE_RECEIVED.value: TradeReceived,
+        EventType.LOT_TESTED.value: LotTested,
+        EventType.RETAIL_SOLD.value: RetailSold,
+        EventType.LOT_DISPOSED.value: LotDisposed,
+        EventType.REGULATOR_LOT_HELD.value: RegulatorLotAction,
+        EventType.REGULATOR_LOT_RELEASED.value: RegulatorLotAction,
+    }
+
+    class EnvelopeBase(Strict):
+        event_id: UUID
+        occurred_at: AwareDatetime
+        operator: OperatorCode  # type: ignore[valid-type]
+
+    models: dict[str, type[BaseModel]] = {}
+    for event_type, data_model in data_models.items():
+        name = "".join(part.capitalize() for part in event_type.replace(".", "_").split("_")) + "Event"
+        models[event_type] = type(
+            name,
+            (EnvelopeBase,),
+            {
+                "__annotations__": {"event_type": Literal[event_type], "data": data_model},  # type: ignore[valid-type]
+                "__module__": __name__,
+            },
+        )
+
+    # A union discriminated on event_type: an unknown type is one clear error, not twelve.
+    members = tuple(models.values())
+    union_type: Any = members[0]
+    for member in members[1:]:
+        union_type = union_type | member
+    union: Any = Annotated[union_type, Field(discriminator="event_type")]
+    event = TypeAdapter(union)
+    events = TypeAdapter(Annotated[list[union], Field(min_length=1, max_length=max_events)])
+    return Catalogue(patterns=p, event=event, events=events, models=models, data_models=data_models)
+
+
+# -- canonical form ----------------------------------------------------------------------------------
+
+
+def canonical_bytes(event: BaseModel) -> bytes:
+    """The canonical form of an event: the contract model's own JSON serialization.
+
+    Fields come out in schema order with no whitespace, absent optional fields as ``null``, numbers and
+    times normalised by their types. Re-sending the same event with other spacing, key order or number
+    spelling yields the same bytes; the SHA-256 of these bytes is the content fingerprint.
+    """
+    return event.model_dump_json().encode()
+
+
+def fingerprint(canonical: bytes) -> bytes:
+    return hashlib.sha256(canonical).digest()
+
+
+# -- errors ------------------------------------------------------------------------------------------
+
+
+def describe_errors(exc: ValidationError, *, batch: bool) -> list[dict[str, Any]]:
+    """Turn pydantic errors into the contract's ``details``: index (for a batch), field and message.
+
+    The discriminator tag pydantic puts in the location (``farm.pigs_dispatched``) is dropped so the
+    field path reads like the JSON the client sent.
+    """
+    details: list[dict[str, Any]] = []
+    for err in exc.errors(include_url=False, include_context=False, include_input=False):
+        loc = list(err["loc"])
+        item: dict[str, Any] = {}
+        if batch and loc and isinstance(loc[0], int):
+            item["index"] = loc.pop(0)
+        if loc and isinstance(loc[0], str) and loc[0] in EventType._value2member_map_:
+            loc.pop(0)
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            item["field"] = "event_type"
+            item["type"] = "unknown_event_type" if err["type"] == "union_tag_invalid" else "missing"
+            item["message"] = "event_type must be one of: " + ", ".join(e.value for e in EventType)
+        else:
+            item["field"] = ".".join(str(part) for part in loc) if loc else None
+            item["type"] = err["type"]
+            item["message"] = err["msg"]
+        details.append(item)
+    return details
+
+
+def future_limit(now: datetime, skew_seconds: int) -> datetime:
+    return now + timedelta(seconds=skew_seconds)

@@ -1,0 +1,1 @@
+"""Storage: the tables, the engine factory and the migrations."""

@@ -1,0 +1,42 @@
+"""Engine factory and migrations runner."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from trace_service.settings import Settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
+    return create_async_engine(
+        settings.database_url,
+        pool_size=pool_size or settings.db_pool_size,
+        max_overflow=0,
+        pool_pre_ping=False,
+        connect_args={"server_settings": {"application_name": "trace-service"}},
+    )
+
+
+def alembic_config(database_url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    # ConfigParser interpolation: a literal % in a password must be doubled.
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return cfg
+
+
+def migrate(database_url: str, revision: str = "head") -> None:
+    """Bring the schema to ``revision``. Safe to run again and from several processes at once."""
+    command.upgrade(alembic_config(database_url), revision)
+
+
+async def migrate_async(database_url: str, revision: str = "head") -> None:
+    # env.py runs its own event loop, so it must not run on ours.
+    await asyncio.to_thread(migrate, database_url, revision)

@@ -1,0 +1,155 @@
+"""Every table of the service, in one module.
+
+API and event bodies live in :mod:`trace_service.contract`; a column rename here never changes the
+public contract. The migrations in ``db/migrations`` create exactly these tables (a test compares).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID
+from sqlmodel import Field, SQLModel
+
+TZ = sa.DateTime(timezone=True)
+NOW = sa.text("now()")
+KG = sa.Numeric(14, 3)
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(sa_column=sa.Column(TZ, nullable=False, server_default=NOW, **kw))
+
+
+class Operator(SQLModel, table=True):
+    """A node of the chain (经营者/节点): farm, slaughterhouse, market, stall, ..."""
+
+    __tablename__ = "operators"
+
+    code: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    name: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    kind: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    region: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    parent: str | None = Field(
+        default=None, sa_column=sa.Column(sa.Text, sa.ForeignKey("operators.code"), nullable=True, index=True)
+    )
+    credit_code: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    status: str = Field(sa_column=sa.Column(sa.Text, nullable=False, server_default="active"))
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key. Only a keyed hash of the secret is kept; the secret is shown once."""
+
+    __tablename__ = "api_keys"
+
+    key_id: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    secret_hash: bytes = Field(sa_column=sa.Column(BYTEA, nullable=False))
+    role: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    operator_code: str | None = Field(
+        default=None, sa_column=sa.Column(sa.Text, sa.ForeignKey("operators.code"), nullable=True, index=True)
+    )
+    name: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    created_by: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    created_at: datetime = _ts()
+    revoked_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
+
+
+class StoredEvent(SQLModel, table=True):
+    """An applied event: the envelope as received, and what the service recorded about it."""
+
+    __tablename__ = "events"
+
+    event_id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), primary_key=True))
+    event_type: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    occurred_at: datetime = Field(sa_column=sa.Column(TZ, nullable=False))
+    operator: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    envelope: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
+    sha256: bytes = Field(sa_column=sa.Column(BYTEA, nullable=False))
+    source: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    kafka_partition: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    kafka_offset: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    recorded_at: datetime = _ts()
+
+    __table_args__ = (sa.Index("ix_events_operator_recorded", "operator", "recorded_at"),)
+
+
+class Intake(SQLModel, table=True):
+    """Events the broker acknowledged to the API and the worker has not applied yet.
+
+    It serves ``status: accepted`` and the API's conflict check for events in flight; the worker
+    deletes a row in the transaction that applies its event. Losing a row loses nothing: the event is
+    in Kafka.
+    """
+
+    __tablename__ = "intake"
+
+    event_id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), primary_key=True))
+    operator: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    sha256: bytes = Field(sa_column=sa.Column(BYTEA, nullable=False))
+    accepted_at: datetime = _ts()
+
+
+class DeadLetter(SQLModel, table=True):
+    """A message the worker could not apply, kept byte for byte with the reason."""
+
+    __tablename__ = "dead_letters"
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True))
+    topic: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    kafka_partition: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    kafka_offset: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    kafka_key: bytes | None = Field(default=None, sa_column=sa.Column(BYTEA, nullable=True))
+    raw: bytes = Field(sa_column=sa.Column(BYTEA, nullable=False))
+    error_code: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    error_message: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    details: list[Any] | None = Field(default=None, sa_column=sa.Column(JSONB, nullable=True))
+    event_id: uuid.UUID | None = Field(default=None, sa_column=sa.Column(UUID(as_uuid=True), nullable=True, index=True))
+    operator: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    recorded_at: datetime = _ts()
+
+    __table_args__ = (sa.UniqueConstraint("topic", "kafka_partition", "kafka_offset", name="uq_dead_letters_position"),)
+
+
+class Lot(SQLModel, table=True):
+    """A node of the trace graph: a lot of pigs, meat or produce, or a retail sale (a leaf)."""
+
+    __tablename__ = "lots"
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True))
+    code: str = Field(sa_column=sa.Column(sa.Text, nullable=False, unique=True))
+    kind: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    product_code: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    product_name: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    holder: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True, index=True))
+    status: str = Field(sa_column=sa.Column(sa.Text, nullable=False, server_default="unresolved"))
+    kg_in: Decimal = Field(sa_column=sa.Column(KG, nullable=False, server_default="0"))
+    kg_out: Decimal = Field(sa_column=sa.Column(KG, nullable=False, server_default="0"))
+    head_in: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    head_out: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    documents: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False, server_default="{}"))
+    created_by_event: uuid.UUID | None = Field(default=None, sa_column=sa.Column(UUID(as_uuid=True), nullable=True))
+    created_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
+    updated_at: datetime = _ts()
+
+
+class Edge(SQLModel, table=True):
+    """Quantity moved from a parent lot to a child lot by one event."""
+
+    __tablename__ = "edges"
+
+    parent_id: int = Field(sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("lots.id"), primary_key=True))
+    child_id: int = Field(sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("lots.id"), primary_key=True))
+    event_id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), primary_key=True))
+    kg: Decimal | None = Field(default=None, sa_column=sa.Column(KG, nullable=True))
+    head: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+
+    # The primary key serves the forward walk; this one serves the backward walk without a heap visit.
+    __table_args__ = (sa.Index("ix_edges_child_parent", "child_id", "parent_id"),)
+
+
+metadata = SQLModel.metadata

@@ -1,0 +1,1 @@
+"""Intake: validating posted events, producing them to Kafka, reporting their status."""

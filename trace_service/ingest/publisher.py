@@ -1,0 +1,87 @@
+"""The API's Kafka producer, started lazily so the API runs (and says it is not ready) without a broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from trace_service.errors import DependencyDown
+from trace_service.kafka import producer_options
+from trace_service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# Tells the worker the event came through the API (recorded as the event's `source`).
+_HEADERS = [("trace-source", b"api")]
+
+
+class EventPublisher:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _ensure(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(**producer_options(self._settings))
+                try:
+                    async with asyncio.timeout(self._settings.produce_timeout_seconds):
+                        await producer.start()
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    await producer.stop()
+                    raise self._down(exc) from exc
+                self._producer = producer
+            return self._producer
+
+    def _down(self, exc: BaseException) -> DependencyDown:
+        log.warning("broker_unavailable", error=type(exc).__name__, detail=str(exc)[:200])
+        return DependencyDown(
+            "the event broker is unavailable; retry later", retry_after=self._settings.retry_after_seconds
+        )
+
+    async def publish(self, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> None:
+        """Produce (key, value) pairs and return once the broker acknowledged every one (acks=all).
+
+        Raises DependencyDown when any is not acknowledged in time. Messages the broker did take are
+        then in the log; the client's retry of the same events is deduplicated on event_id.
+        """
+        producer = await self._ensure()
+        try:
+            async with asyncio.timeout(self._settings.produce_timeout_seconds):
+                futures = [
+                    await producer.send(topic, value=value, key=key, headers=_HEADERS) for key, value in messages
+                ]
+                await asyncio.gather(*futures)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            # A producer that failed may hold broken connections and stale metadata: start afresh.
+            await self._reset()
+            raise self._down(exc) from exc
+
+    async def ping(self) -> None:
+        producer = await self._ensure()
+        try:
+            async with asyncio.timeout(3):
+                await producer.client.fetch_all_metadata()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await self._reset()
+            raise self._down(exc) from exc
+
+    async def _reset(self) -> None:
+        async with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                async with asyncio.timeout(2):
+                    await producer.stop()
+            except (KafkaError, OSError, TimeoutError):
+                log.warning("producer_stop_failed")
+
+    async def close(self) -> None:
+        await self._reset()

@@ -1,0 +1,225 @@
+"""Use cases of intake: accept a posted batch all-or-nothing, and report event status."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from trace_service.access import service as access
+from trace_service.access.models import Principal, Role
+from trace_service.contract.events import Catalogue, canonical_bytes, describe_errors, fingerprint
+from trace_service.errors import (
+    BadRequest,
+    Conflict,
+    DependencyDown,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+)
+from trace_service.ingest import repository as repo
+from trace_service.ingest.publisher import EventPublisher
+from trace_service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+STAFF_ONLY_PREFIX = "regulator."
+
+
+@dataclass(frozen=True)
+class Accepted:
+    ids: list[uuid.UUID]
+    statuses: list[dict[str, Any]] | None  # filled when the caller asked to wait
+    complete: bool  # every event applied or rejected before the wait ran out
+
+
+@dataclass
+class Prepared:
+    events: list[BaseModel]
+    canonical: list[bytes]
+    hashes: list[bytes]
+
+
+class IntakeService:
+    def __init__(
+        self, settings: Settings, engine: AsyncEngine, publisher: EventPublisher, catalogue: Catalogue
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._publisher = publisher
+        self._catalogue = catalogue
+        self._slots = asyncio.Semaphore(settings.max_requests_in_flight)
+
+    # -- validation (pure) ------------------------------------------------------------------------
+
+    def parse(self, body: bytes, *, now: datetime) -> Prepared:
+        """Validate the whole body; raise with every problem found, by index and field."""
+        stripped = body.lstrip()
+        batch = stripped[:1] == b"["
+        adapter = self._catalogue.events if batch else self._catalogue.event
+        try:
+            parsed = adapter.validate_json(body)
+        except ValidationError as exc:
+            details = describe_errors(exc, batch=batch)
+            if any(d["type"] == "json_invalid" for d in details):
+                raise BadRequest("the body is not valid JSON", details=details, code="malformed_json") from None
+            if batch and details and details[0].get("field") is None and "index" not in details[0]:
+                message = f"send between 1 and {self._settings.max_events_per_request} events"
+                raise InvalidInput(message, details=details) from None
+            raise InvalidInput("the events are not valid; nothing was accepted", details=details) from None
+        events: list[BaseModel] = parsed if batch else [parsed]
+
+        limit = now + timedelta(seconds=self._settings.future_skew_seconds)
+        late = [
+            {
+                "index": i,
+                "field": "occurred_at",
+                "type": "in_future",
+                "message": f"occurred_at lies more than {self._settings.future_skew_seconds} s in the future",
+            }
+            for i, ev in enumerate(events)
+            if ev.occurred_at > limit  # type: ignore[attr-defined]
+        ]
+        if late:
+            if not batch:
+                late[0].pop("index")
+            raise InvalidInput("the events are not valid; nothing was accepted", details=late)
+
+        canonical = [canonical_bytes(ev) for ev in events]
+        hashes = [fingerprint(c) for c in canonical]
+
+        # The same id twice in one request: identical copies collapse, different content conflicts.
+        seen: dict[uuid.UUID, int] = {}
+        keep: list[int] = []
+        clashes = []
+        for i, ev in enumerate(events):
+            eid = ev.event_id  # type: ignore[attr-defined]
+            first = seen.get(eid)
+            if first is None:
+                seen[eid] = i
+                keep.append(i)
+            elif hashes[first] != hashes[i]:
+                clashes.append({"index": i, "event_id": str(eid), "message": f"same event_id as item {first}"})
+        if clashes:
+            raise Conflict("an event_id appears twice with different content", details=clashes)
+        if len(keep) != len(events):
+            events = [events[i] for i in keep]
+            canonical = [canonical[i] for i in keep]
+            hashes = [hashes[i] for i in keep]
+        return Prepared(events=events, canonical=canonical, hashes=hashes)
+
+    # -- the use case ------------------------------------------------------------------------------
+
+    async def accept(self, body: bytes, principal: Principal, *, wait: bool) -> Accepted:
+        if self._slots.locked():
+            raise Overloaded("too many requests in flight; retry later", retry_after=1)
+        async with self._slots:
+            prepared = self.parse(body, now=datetime.now(UTC))
+            events = prepared.events
+            ids = [ev.event_id for ev in events]  # type: ignore[attr-defined]
+            operators = [ev.operator for ev in events]  # type: ignore[attr-defined]
+
+            try:
+                async with self._engine.connect() as conn:
+                    await self._authorize(conn, principal, events)
+                    known = await repo.known_fingerprints(conn, ids)
+            except (OperationalError, InterfaceError, OSError) as exc:
+                raise self._db_down(exc) from exc
+
+            conflicts = [
+                {"index": i, "event_id": str(eid), "message": "this event_id is known with different content"}
+                for i, (eid, digest) in enumerate(zip(ids, prepared.hashes, strict=True))
+                if any(h != digest for h in known.get(eid, ()))
+            ]
+            if conflicts:
+                raise Conflict("an event_id is already known with different content", details=conflicts)
+
+            topic = self._settings.topic_events
+            await self._publisher.publish(
+                topic, [(op.encode(), value) for op, value in zip(operators, prepared.canonical, strict=True)]
+            )
+
+            try:
+                async with self._engine.begin() as conn:
+                    await repo.record_intake(conn, ids, operators, prepared.hashes)
+            except (OperationalError, InterfaceError, OSError) as exc:
+                # The events are safely in Kafka; only the 'accepted' status is missing until applied.
+                log.warning("intake_ledger_write_failed", error=type(exc).__name__, count=len(ids))
+
+        if not wait:
+            return Accepted(ids=ids, statuses=None, complete=False)
+        statuses, complete = await self._wait(ids)
+        return Accepted(ids=ids, statuses=statuses, complete=complete)
+
+    async def _authorize(self, conn: Any, principal: Principal, events: Sequence[BaseModel]) -> None:
+        problems = []
+        if not principal.is_staff:
+            for i, ev in enumerate(events):
+                if ev.event_type.startswith(STAFF_ONLY_PREFIX):  # type: ignore[attr-defined]
+                    problems.append({"index": i, "field": "event_type", "message": "only regulators post this"})
+            scope = await access.reporting_scope(conn, principal)
+            assert scope is not None
+            for i, ev in enumerate(events):
+                op = ev.operator  # type: ignore[attr-defined]
+                status = scope.get(op)
+                if status is None:
+                    problems.append(
+                        {
+                            "index": i,
+                            "field": "operator",
+                            "message": f"{op} is not this key's operator or under it",
+                        }
+                    )
+                elif status != "active":
+                    problems.append({"index": i, "field": "operator", "message": f"operator {op} is suspended"})
+        if problems:
+            raise Forbidden("this key may not report these events; nothing was accepted", details=problems)
+
+    async def _wait(self, ids: list[uuid.UUID]) -> tuple[list[dict[str, Any]], bool]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.wait_timeout_seconds
+        pause = 0.01
+        while True:
+            async with self._engine.connect() as conn:
+                found = await repo.statuses(conn, ids)
+            done = all(found.get(i, {}).get("status") in ("applied", "rejected") for i in ids)
+            if done or loop.time() >= deadline:
+                return [self._status_body(i, found.get(i)) for i in ids], done
+            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+            pause = min(pause * 1.5, 0.2)
+
+    async def status(self, principal: Principal, event_id: uuid.UUID) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            row = (await repo.statuses(conn, [event_id])).get(event_id)
+            if row is None:
+                raise NotFound(f"no event {event_id}")
+            if principal.role == Role.OPERATOR:
+                scope = await access.reporting_scope(conn, principal)
+                if scope is None or row["operator"] not in scope:
+                    # Do not reveal that another operator's event exists.
+                    raise NotFound(f"no event {event_id}")
+        return self._status_body(event_id, row)
+
+    @staticmethod
+    def _status_body(event_id: uuid.UUID, row: dict[str, Any] | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"event_id": str(event_id), "status": row["status"] if row else "accepted"}
+        if row and row["status"] == "rejected":
+            body["reason"] = row["reason"]
+            body["message"] = row["message"]
+        body["alerts"] = []
+        return body
+
+    def _db_down(self, exc: BaseException) -> DependencyDown:
+        log.warning("database_unavailable", error=type(exc).__name__)
+        return DependencyDown(
+            "the database is unavailable; retry later", retry_after=self._settings.retry_after_seconds
+        )

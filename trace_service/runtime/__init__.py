@@ -1,0 +1,1 @@
+"""Process runtime: embedded broker and database for development and tests."""

@@ -1,0 +1,70 @@
+"""Settings, read from the environment with the ``TRACE_`` prefix.
+
+Nothing here runs at import time: call :func:`load_settings` in a composition root and pass the
+object down.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from trace_service.contract.codes import CodePatterns
+
+
+class CodeSettings(CodePatterns, BaseSettings):
+    """Code formats of contract section 1, overridable as ``TRACE_CODE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="TRACE_CODE_", extra="ignore")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRACE_", extra="ignore")
+
+    # Where the state lives.
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/trace"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+
+    # Topics (contract section 5) and how they are laid out.
+    topic_events: str = "trace.events.v1"
+    topic_dlq: str = "trace.events.v1.dlq"
+    topic_alerts: str = "trace.alerts.v1"
+    events_partitions: int = Field(default=4, ge=1, le=1024)
+    dlq_partitions: int = Field(default=1, ge=1, le=1024)
+    alerts_partitions: int = Field(default=1, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1, le=7)
+    consumer_group: str = "trace-projector"
+
+    # Intake.
+    admin_token: SecretStr | None = None
+    key_pepper: SecretStr = SecretStr("")
+    body_limit_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    max_events_per_request: int = Field(default=1000, ge=1, le=10_000)
+    max_requests_in_flight: int = Field(default=64, ge=1)
+    future_skew_seconds: int = Field(default=300, ge=0)
+    produce_timeout_seconds: float = Field(default=10.0, gt=0)
+    wait_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    retry_after_seconds: int = Field(default=5, ge=1)
+    producer_linger_ms: int = Field(default=5, ge=0)
+    producer_max_batch_bytes: int = Field(default=1024 * 1024, ge=16 * 1024)
+
+    # Worker.
+    worker_max_records: int = Field(default=5000, ge=1)
+    worker_poll_timeout_ms: int = Field(default=200, ge=1)
+    worker_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    worker_heartbeat_interval_ms: int = Field(default=3000, ge=100)
+    worker_max_db_retries: int = Field(default=5, ge=0)
+
+    # Postgres.
+    db_pool_size: int = Field(default=10, ge=1)
+    statement_timeout_ms: int = Field(default=5000, ge=1)
+
+    # Logging: "json" in production, "console" for people.
+    log_format: str = "json"
+    log_level: str = "info"
+
+    codes: CodeSettings = Field(default_factory=CodeSettings)
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,133 @@
+"""Turning Kafka records into validated events or dead letters. Pure: no I/O."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from trace_service.contract.events import Catalogue, canonical_bytes, describe_errors, fingerprint
+
+SOURCE_HEADER = "trace-source"
+
+
+@dataclass(frozen=True)
+class Position:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class Decoded:
+    position: Position
+    event: BaseModel
+    canonical: bytes
+    sha256: bytes
+    source: str
+    key: bytes | None
+    raw: bytes
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass
+class Dead:
+    position: Position
+    key: bytes | None
+    raw: bytes
+    code: str
+    message: str
+    details: list[Any] = field(default_factory=list)
+    event_id: uuid.UUID | None = None
+    operator: str | None = None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def _salvage(raw: bytes) -> tuple[uuid.UUID | None, str | None]:
+    """The event_id and operator of an invalid message, when they can be read, so status can be shown."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(obj, dict):
+        return None, None
+    event_id = None
+    with contextlib.suppress(ValueError):
+        event_id = uuid.UUID(str(obj.get("event_id")))
+    operator = obj.get("operator")
+    return event_id, operator if isinstance(operator, str) and len(operator) <= 64 else None
+
+
+def decode(
+    catalogue: Catalogue,
+    position: Position,
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[str, bytes]] | None,
+    *,
+    now: datetime,
+    future_skew_seconds: int,
+) -> Decoded | Dead:
+    raw = value or b""
+    try:
+        event = catalogue.event.validate_json(raw)
+    except ValidationError as exc:
+        details = describe_errors(exc, batch=False)
+        malformed = any(d["type"] == "json_invalid" for d in details)
+        event_id, operator = _salvage(raw)
+        return Dead(
+            position=position,
+            key=key,
+            raw=raw,
+            code="malformed_json" if malformed else "invalid_event",
+            message="the message is not valid JSON" if malformed else "the event does not match the contract",
+            details=details[:50],
+            event_id=event_id,
+            operator=operator,
+            headers=list(headers or []),
+        )
+    if event.occurred_at > now + timedelta(seconds=future_skew_seconds):
+        return Dead(
+            position=position,
+            key=key,
+            raw=raw,
+            code="invalid_event",
+            message=f"occurred_at lies more than {future_skew_seconds} s in the future",
+            details=[{"field": "occurred_at", "type": "in_future"}],
+            event_id=event.event_id,
+            operator=event.operator,
+            headers=list(headers or []),
+        )
+    source = "kafka"
+    for name, header_value in headers or ():
+        if name == SOURCE_HEADER and header_value == b"api":
+            source = "api"
+    canonical = canonical_bytes(event)
+    return Decoded(
+        position=position,
+        event=event,
+        canonical=canonical,
+        sha256=fingerprint(canonical),
+        source=source,
+        key=key,
+        raw=raw,
+        headers=list(headers or []),
+    )
+
+
+def conflicting(item: Decoded) -> Dead:
+    return Dead(
+        position=item.position,
+        key=item.key,
+        raw=item.raw,
+        code="conflicting_duplicate",
+        message="this event_id is known with different content",
+        event_id=item.event.event_id,  # type: ignore[attr-defined]
+        operator=item.event.operator,  # type: ignore[attr-defined]
+        headers=item.headers,
+    )
