@@ -77,6 +77,11 @@ class Worker:
         self.catalogue = catalogue
         self.batches = 0
         self.applied = 0
+        self._consumer_obj: AIOKafkaConsumer | None = None
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this worker holds right now (empty before it joined the group)."""
+        return set(self._consumer_obj.assignment()) if self._consumer_obj is not None else set()
 
     def _consumer(self) -> AIOKafkaConsumer:
         s = self.settings
@@ -97,7 +102,7 @@ class Worker:
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         s = self.settings
         await _retry("ensure_topics", lambda: ensure_topics(s), 10, lambda e: isinstance(e, KafkaError | OSError))
-        consumer = self._consumer()
+        consumer = self._consumer_obj = self._consumer()
         producer = AIOKafkaProducer(**producer_options(s))
         await consumer.start()
         try:
