@@ -91,124 +91,124 @@ def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000
     Region = Annotated[str, StringConstraints(pattern=p.region), AfterValidator(check_region)]
     Voucher = Annotated[str, StringConstraints(pattern=p.voucher)]
     Cert = Annotated[str, StringConstraints(pattern=p.certificate)]
-    EarTags = Annotated[list[EarTag], Field(max_length=MAX_LIST)]  # type: ignore[valid-type]
+    EarTags = Annotated[list[EarTag], Field(max_length=MAX_LIST)]
 
     class QuarantineCert(Strict):
-        number: Cert  # type: ignore[valid-type]
+        number: Cert
         kind: Literal["A", "B", "product"]
         issued_at: AwareDatetime
         head_count: PositiveHead
 
     class FarmPigsDispatched(Strict):
-        lot: LotCode  # type: ignore[valid-type]
-        farm_code: FarmCode  # type: ignore[valid-type]
+        lot: LotCode
+        farm_code: FarmCode
         quarantine_cert: QuarantineCert
         head_count: PositiveHead
-        ear_tags: EarTags  # type: ignore[valid-type]
-        destination: OperatorCode  # type: ignore[valid-type]
+        ear_tags: EarTags
+        destination: OperatorCode
         vehicle_plate: Plate | None = None
-        origin_region: Region  # type: ignore[valid-type]
+        origin_region: Region
 
     class Owner(Strict):
         code: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = None
         name: Text
 
     class SlaughterPigsReceived(Strict):
-        lot: LotCode  # type: ignore[valid-type]
-        quarantine_cert_number: Cert  # type: ignore[valid-type]
+        lot: LotCode
+        quarantine_cert_number: Cert
         owner: Owner
-        farm_code: FarmCode | None = None  # type: ignore[valid-type]
-        origin_region: Region  # type: ignore[valid-type]
+        farm_code: FarmCode | None = None
+        origin_region: Region
         head_count: PositiveHead
         dead_on_arrival: Head
-        ear_tags: EarTags  # type: ignore[valid-type]
+        ear_tags: EarTags
         live_weight_kg: Kg
         vehicle_plate: Plate | None = None
-        from_lot: LotCode | None = None  # type: ignore[valid-type]
+        from_lot: LotCode | None = None
 
     class SlaughterAsfTested(Strict):
-        lot: LotCode  # type: ignore[valid-type]
+        lot: LotCode
         method: Literal["pcr", "strip"]
         result: Literal["negative", "positive"]
         sampled_at: AwareDatetime
 
     class Output(Strict):
-        lot: LotCode  # type: ignore[valid-type]
+        lot: LotCode
         product_code: ProductCode
         product_name: Text
         weight_kg: Kg
 
     class SlaughterBatchSlaughtered(Strict):
-        lot: LotCode  # type: ignore[valid-type]
+        lot: LotCode
         head_count: PositiveHead
         condemned_head: Head
-        quality_cert_number: Cert | None = None  # type: ignore[valid-type]
-        product_quarantine_cert_number: Cert  # type: ignore[valid-type]
+        quality_cert_number: Cert | None = None
+        product_quarantine_cert_number: Cert
         outputs: Annotated[list[Output], Field(min_length=1, max_length=MAX_LIST)]
 
     class ProduceHarvested(Strict):
-        lot: LotCode  # type: ignore[valid-type]
-        base_code: OperatorCode  # type: ignore[valid-type]
+        lot: LotCode
+        base_code: OperatorCode
         product_code: ProductCode
         product_name: Text
         weight_kg: Kg
-        compliance_cert_number: Cert  # type: ignore[valid-type]
-        origin_region: Region  # type: ignore[valid-type]
+        compliance_cert_number: Cert
+        origin_region: Region
         harvested_at: AwareDatetime
 
     class ShippedLine(Strict):
-        lot: LotCode  # type: ignore[valid-type]
+        lot: LotCode
         weight_kg: Kg
         unit_price: Price | None = None
 
     class TradeShipped(Strict):
-        voucher_number: Voucher  # type: ignore[valid-type]
-        buyer: OperatorCode  # type: ignore[valid-type]
+        voucher_number: Voucher
+        buyer: OperatorCode
         lines: Annotated[list[ShippedLine], Field(min_length=1, max_length=MAX_LIST)]
         destination: Text | None = None
 
     class ReceivedLine(Strict):
-        lot: LotCode  # type: ignore[valid-type]
-        from_lot: LotCode  # type: ignore[valid-type]
+        lot: LotCode
+        from_lot: LotCode
         weight_kg: Kg
         product_code: ProductCode | None = None
 
     class Documents(Strict):
-        quarantine_cert_number: Cert | None = None  # type: ignore[valid-type]
-        quality_cert_number: Cert | None = None  # type: ignore[valid-type]
-        asf_report: Cert | None = None  # type: ignore[valid-type]
-        compliance_cert_number: Cert | None = None  # type: ignore[valid-type]
-        origin_proof_number: Cert | None = None  # type: ignore[valid-type]
+        quarantine_cert_number: Cert | None = None
+        quality_cert_number: Cert | None = None
+        asf_report: Cert | None = None
+        compliance_cert_number: Cert | None = None
+        origin_proof_number: Cert | None = None
 
     class TradeReceived(Strict):
-        voucher_number: Voucher  # type: ignore[valid-type]
-        seller: OperatorCode  # type: ignore[valid-type]
+        voucher_number: Voucher
+        seller: OperatorCode
         lines: Annotated[list[ReceivedLine], Field(min_length=1, max_length=MAX_LIST)]
         documents: Documents
 
     class LotTested(Strict):
-        lot: LotCode  # type: ignore[valid-type]
+        lot: LotCode
         test: Literal["pesticide_rapid", "ractopamine", "asf", "other"]
         method: Text
         value: Annotated[float, Field(ge=-1e9, le=1e9)] | None = None
         result: Literal["pass", "fail"]
 
     class RetailSold(Strict):
-        sale_code: LotCode  # type: ignore[valid-type]
-        lot: LotCode  # type: ignore[valid-type]
-        stall: OperatorCode | None = None  # type: ignore[valid-type]
+        sale_code: LotCode
+        lot: LotCode
+        stall: OperatorCode | None = None
         weight_kg: Kg
         unit_price: Price
 
     class LotDisposed(Strict):
-        lot: LotCode  # type: ignore[valid-type]
+        lot: LotCode
         weight_kg: Kg | None = None
         head: PositiveHead | None = None
         reason: LongText
-        notice_number: Cert | None = None  # type: ignore[valid-type]
+        notice_number: Cert | None = None
 
     class RegulatorLotAction(Strict):
-        lot: LotCode  # type: ignore[valid-type]
+        lot: LotCode
         reason: LongText
         scope: Literal["lot", "downstream"]
 
@@ -230,7 +230,7 @@ def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000
     class EnvelopeBase(Strict):
         event_id: UUID
         occurred_at: AwareDatetime
-        operator: OperatorCode  # type: ignore[valid-type]
+        operator: OperatorCode
 
     models: dict[str, type[BaseModel]] = {}
     for event_type, data_model in data_models.items():
@@ -239,7 +239,7 @@ def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000
             name,
             (EnvelopeBase,),
             {
-                "__annotations__": {"event_type": Literal[event_type], "data": data_model},  # type: ignore[valid-type]
+                "__annotations__": {"event_type": Literal[event_type], "data": data_model},
                 "__module__": __name__,
             },
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -61,7 +62,8 @@ async def stored_fingerprints(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -
     if not ids:
         return {}
     result = await conn.exec_driver_sql(_EXISTING, (list(ids),))
-    return {row[0]: bytes(row[1]) for row in result}
+    rows: list[Any] = list(result)
+    return {row[0]: bytes(row[1]) for row in rows}
 
 
 async def clear_intake(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> None:

@@ -1,0 +1,114 @@
+"""``trace-service dev`` on a clean data folder: ready, accepts and applies an event, keeps it across a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from trace_service.runtime.embedded import find_free_port
+
+
+def _request(method: str, url: str, token: str | None = None, body: object = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)  # noqa: S310
+    req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=15) as r:  # noqa: S310
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def _start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "trace_service.cli", "dev", "--port", str(port), "--data-dir", str(data_dir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        try:
+            status, _ = _request("GET", f"http://127.0.0.1:{port}/readyz")
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("trace-service dev did not become ready")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out.decode()
+    return out.decode()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_dev_starts_from_nothing_and_keeps_data_across_restarts() -> None:
+    # pgserver runs PostgreSQL as its own system user, which must reach the folder: not pytest's 0700 tmp.
+    data_dir = Path(tempfile.mkdtemp(prefix="trace-dev-")) / "data"
+    port = find_free_port()
+    try:
+        proc = _start(data_dir, port)
+        try:
+            _wait_ready(proc, port)
+            token = (data_dir / "admin-token").read_text().strip()
+            base = f"http://127.0.0.1:{port}"
+            op = "DEV" + uuid.uuid4().hex[:9].upper()
+            status, _ = _request(
+                "POST",
+                f"{base}/v1/operators",
+                token,
+                {"code": op, "name": "测试基地", "kind": "planting_base", "region": "442000"},
+            )
+            assert status == 201
+            event = {
+                "event_id": str(uuid.uuid4()),
+                "event_type": "lot.tested",
+                "occurred_at": "2026-11-25T03:40:00+08:00",
+                "operator": op,
+                "data": {"lot": "DEVLOT0001", "test": "pesticide_rapid", "method": "enzyme", "result": "pass"},
+            }
+            status, body = _request("POST", f"{base}/v1/events?wait=true", token, event)
+            assert status == 200, body
+            assert body["events"][0]["status"] == "applied"
+        finally:
+            out = _stop(proc)
+        assert "admin token:" in out
+        assert "stopped" in out
+
+        # Second run on the same folder: same token, the event is still there.
+        proc = _start(data_dir, port)
+        try:
+            _wait_ready(proc, port)
+            status, body = _request("GET", f"http://127.0.0.1:{port}/v1/events/{event['event_id']}", token)
+            assert status == 200, body
+            assert body["status"] == "applied"
+        finally:
+            _stop(proc)
+        leftover = subprocess.run(["pgrep", "-f", str(data_dir)], capture_output=True, text=True, check=False)
+        assert leftover.stdout.strip() == "", "a child process outlived trace-service dev"
+    finally:
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
