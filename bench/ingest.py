@@ -131,7 +131,11 @@ async def _post_all(base: str, key: str, batches: list[bytes], clients: int) -> 
 
 async def _raw_produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=1024 * 1024,
+        max_request_size=8 * 1024 * 1024,
     )
     await producer.start()
     try:
@@ -166,7 +170,7 @@ async def _raw_copy(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> fl
     return elapsed
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915
+async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="trace-bench-"))
     broker = EmbeddedBroker.start(log_file=tmp / "broker.log")
     dbname = f"trace_bench_{secrets.token_hex(3)}"
@@ -302,7 +306,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="events per POST (default 1000)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent posting clients (default 4)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the events topic (default 4)")
-    parser.add_argument("--database-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432", help="server URL, no db")
+    parser.add_argument(
+        "--database-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432", help="server URL, no db"
+    )
     parser.add_argument("--database-dsn", default="postgresql://postgres@127.0.0.1:5432", help="the same for asyncpg")
     parser.add_argument("--runs", type=int, default=1, help="repeat and report the median of each figure")
     args = parser.parse_args()
@@ -310,18 +316,32 @@ def main() -> None:
     runs = [asyncio.run(run(args)) for _ in range(args.runs)]
     figures = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     rows = [
-        ("POST 1000-event batches", f"{figures['post_events_per_s']:,.0f} events/s", f"{figures['post_vs_produce']:.0%} of raw produce"),
-        ("  batch latency p50 / p99", f"{figures['post_batch_ms_p50']:.0f} / {figures['post_batch_ms_p99']:.0f} ms", ""),
+        (
+            "POST 1000-event batches",
+            f"{figures['post_events_per_s']:,.0f} events/s",
+            f"{figures['post_vs_produce']:.0%} of raw produce",
+        ),
+        (
+            "  batch latency p50 / p99",
+            f"{figures['post_batch_ms_p50']:.0f} / {figures['post_batch_ms_p99']:.0f} ms",
+            "",
+        ),
         ("end to end (POST → applied)", f"{figures['e2e_events_per_s']:,.0f} events/s", ""),
-        ("worker apply alone", f"{figures['apply_events_per_s']:,.0f} events/s", f"{figures['apply_vs_copy']:.0%} of raw COPY"),
+        (
+            "worker apply alone",
+            f"{figures['apply_events_per_s']:,.0f} events/s",
+            f"{figures['apply_vs_copy']:.0%} of raw COPY",
+        ),
         ("raw produce (aiokafka → broker)", f"{figures['raw_produce_msgs_per_s']:,.0f} msg/s", "limit"),
         ("raw COPY into events", f"{figures['raw_copy_rows_per_s']:,.0f} rows/s", "limit"),
         ("peak RSS API / worker", f"{figures['api_peak_rss_mb']:.0f} / {figures['worker_peak_rss_mb']:.0f} MB", ""),
         ("worker cold start (group join)", f"{figures['worker_join_s']:.1f} s", ""),
     ]
     width = max(len(r[0]) for r in rows)
-    print(f"\ningest: {args.events:,} events, {args.clients} clients, batch {args.batch}, {args.runs} run(s), "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"\ningest: {args.events:,} events, {args.clients} clients, batch {args.batch}, {args.runs} run(s), "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     for name, value, note in rows:
         print(f"  {name:<{width}}  {value:>22}  {note}")
     RESULTS.mkdir(exist_ok=True)

@@ -275,3 +275,20 @@ async def test_suspended_operator_is_refused(client: httpx.AsyncClient, actors: 
     r = await client.post("/v1/events", json=lot_tested_event(market), headers=key)
     assert r.status_code == 403
     assert _error(r)["code"] == "operator_suspended"
+
+
+async def test_metrics_count_accepted_and_refused(client: httpx.AsyncClient, actors: Actors) -> None:
+    def value(text: str, name: str) -> float:
+        for line in text.splitlines():
+            if line.startswith((name + " ", name + "{")):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    op, key = await actors.operator_with_key()
+    before = (await client.get("/metrics")).text
+    await client.post("/v1/events", json=[lot_tested_event(op) for _ in range(3)], headers=key)
+    await client.post("/v1/events", content=b"{", headers={**key, "content-type": "application/json"})
+    after = (await client.get("/metrics")).text
+    assert value(after, "trace_events_accepted_total") - value(before, "trace_events_accepted_total") == 3
+    refused = 'trace_event_requests_refused_total{code="malformed_json"}'
+    assert value(after, refused) - value(before, refused) == 1

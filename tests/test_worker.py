@@ -10,10 +10,11 @@ import sys
 import uuid
 
 import asyncpg
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from tests.support import code, lot_tested_event, wait_for
+from tests.support import Actors, code, lot_tested_event, wait_for
 from trace_service.contract.events import build_catalogue
 from trace_service.db.engine import create_engine
 from trace_service.settings import Settings
@@ -54,14 +55,14 @@ async def _read_topic(settings: Settings, topic: str, expected: int) -> list:
 
 
 async def test_direct_producers_bad_messages_go_to_dead_letters(
-    settings: Settings, worker: None, db: asyncpg.Connection
+    settings: Settings, worker: None, db: asyncpg.Connection, client: httpx.AsyncClient, actors: Actors
 ) -> None:
     op = code("TP", 12)
     first = lot_tested_event(op)
     conflicting = {**first, "data": {**first["data"], "result": "fail"}}
     after = lot_tested_event(op)
     messages = [
-        b"\x00not json at all",
+        b"\xff\xfenot json at all",
         orjson.dumps({**lot_tested_event(op), "event_type": "lot.teleported"}),
         orjson.dumps(first),
         orjson.dumps(conflicting),
@@ -96,6 +97,24 @@ async def test_direct_producers_bad_messages_go_to_dead_letters(
     ]
     assert {m.value for m in dlq} == {messages[0], messages[1], messages[3]}
     assert all(dict(m.headers)["error-message"] for m in dlq)
+
+    # Regulators see them through the API; the rejected event's status says why.
+    regulator = await actors.staff_key("regulator")
+    r = await client.get("/v1/dead-letters?limit=500", headers=regulator)
+    assert r.status_code == 200
+    mine = [d for d in r.json()["items"] if d["topic"] == settings.topic_events]
+    assert [d["error_code"] for d in mine] == ["conflicting_duplicate", "invalid_event", "malformed_json"]
+    assert mine[2]["raw_encoding"] == "base64"  # not UTF-8: shown losslessly
+    assert mine[1]["details"][0]["field"] == "event_type"
+    assert orjson.loads(mine[0]["raw"])["data"]["result"] == "fail"
+    invalid_id = orjson.loads(messages[1])["event_id"]
+    r = await client.get(f"/v1/events/{invalid_id}", headers=regulator)
+    assert r.json()["status"] == "rejected"
+    assert r.json()["reason"] == "invalid_event"
+    r = await client.get(f"/v1/events/{first['event_id']}", headers=regulator)
+    assert r.json()["status"] == "applied"  # the conflicting copy does not change the original's status
+    _, operator_key = await actors.operator_with_key()
+    assert (await client.get("/v1/dead-letters", headers=operator_key)).status_code == 403
 
 
 async def test_two_workers_in_one_group_apply_each_event_once(settings: Settings, db: asyncpg.Connection) -> None:

@@ -14,13 +14,19 @@ from trace_service.settings import Settings
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
+def create_engine(
+    settings: Settings, *, pool_size: int | None = None, statement_timeout_ms: int | None = None, name: str = "api"
+) -> AsyncEngine:
+    """An engine whose sessions carry a statement timeout, so no query can hold a connection forever."""
+    timeout = statement_timeout_ms if statement_timeout_ms is not None else settings.statement_timeout_ms
     return create_async_engine(
         settings.database_url,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=0,
         pool_pre_ping=False,
-        connect_args={"server_settings": {"application_name": "trace-service"}},
+        connect_args={
+            "server_settings": {"application_name": f"trace-service-{name}", "statement_timeout": str(timeout)},
+        },
     )
 
 

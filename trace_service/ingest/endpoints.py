@@ -66,3 +66,15 @@ async def post_events(
 @router.get("/events/{event_id}")
 async def event_status(request: Request, event_id: uuid.UUID, principal: CurrentPrincipal) -> Any:
     return await _service(request).status(principal, event_id)
+
+
+@router.get("/dead-letters", tags=["events"])
+async def dead_letters(
+    request: Request,
+    principal: CurrentPrincipal,
+    cursor: Annotated[str | None, Query(max_length=20, description="next_cursor of the previous page")] = None,
+    error_code: Annotated[str | None, Query(pattern="^(malformed_json|invalid_event|conflicting_duplicate)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Any:
+    """Messages of the events topic that could not be applied, newest first (regulators)."""
+    return await _service(request).dead_letters(principal, cursor=cursor, code=error_code, limit=limit)

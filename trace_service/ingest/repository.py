@@ -64,3 +64,23 @@ async def record_intake(
 async def statuses(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
     rows = await conn.execute(_STATUS, {"ids": list(ids)})
     return {row.event_id: dict(row._mapping) for row in rows}
+
+
+_DEAD_LETTERS = sa.text(
+    """
+    SELECT id, topic, kafka_partition, kafka_offset, kafka_key, raw, error_code, error_message, details,
+           event_id, operator, recorded_at
+    FROM dead_letters
+    WHERE (CAST(:before AS bigint) IS NULL OR id < :before)
+      AND (CAST(:code AS text) IS NULL OR error_code = :code)
+    ORDER BY id DESC
+    LIMIT :limit
+    """
+)
+
+
+async def dead_letters(
+    conn: AsyncConnection, *, before: int | None, code: str | None, limit: int
+) -> list[dict[str, Any]]:
+    rows = await conn.execute(_DEAD_LETTERS, {"before": before, "code": code, "limit": limit})
+    return [dict(r._mapping) for r in rows]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,11 +23,13 @@ from trace_service.errors import (
     BadRequest,
     Conflict,
     DependencyDown,
+    DomainError,
     Forbidden,
     InvalidInput,
     NotFound,
     Overloaded,
 )
+from trace_service.ingest import metrics
 from trace_service.ingest import repository as repo
 from trace_service.ingest.publisher import EventPublisher
 from trace_service.settings import Settings
@@ -120,6 +124,20 @@ class IntakeService:
     # -- the use case ------------------------------------------------------------------------------
 
     async def accept(self, body: bytes, principal: Principal, *, wait: bool) -> Accepted:
+        started = time.perf_counter()
+        try:
+            ids = await self._accept(body, principal)
+        except DomainError as exc:
+            metrics.REQUESTS_REFUSED.labels(exc.code).inc()
+            raise
+        metrics.EVENTS_ACCEPTED.inc(len(ids))
+        metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)
+        if not wait:
+            return Accepted(ids=ids, statuses=None, complete=False)
+        statuses, complete = await self._wait(ids)
+        return Accepted(ids=ids, statuses=statuses, complete=complete)
+
+    async def _accept(self, body: bytes, principal: Principal) -> list[uuid.UUID]:
         if self._slots.locked():
             raise Overloaded("too many requests in flight; retry later", retry_after=1)
         async with self._slots:
@@ -154,11 +172,7 @@ class IntakeService:
             except (OperationalError, InterfaceError, OSError) as exc:
                 # The events are safely in Kafka; only the 'accepted' status is missing until applied.
                 log.warning("intake_ledger_write_failed", error=type(exc).__name__, count=len(ids))
-
-        if not wait:
-            return Accepted(ids=ids, statuses=None, complete=False)
-        statuses, complete = await self._wait(ids)
-        return Accepted(ids=ids, statuses=statuses, complete=complete)
+        return ids
 
     async def _authorize(self, conn: Any, principal: Principal, events: Sequence[BaseModel]) -> None:
         problems = []
@@ -208,6 +222,45 @@ class IntakeService:
                     # Do not reveal that another operator's event exists.
                     raise NotFound(f"no event {event_id}")
         return self._status_body(event_id, row)
+
+    async def dead_letters(
+        self, principal: Principal, *, cursor: str | None, code: str | None, limit: int
+    ) -> dict[str, Any]:
+        """Dead letters, newest first, for regulators: what producers sent that could not be applied."""
+        access.require(principal, Role.ADMIN, Role.REGULATOR)
+        before = None
+        if cursor is not None:
+            if not cursor.isdigit() or len(cursor) > 18:
+                raise InvalidInput("the cursor is not valid", details=[{"field": "cursor", "message": "not a cursor"}])
+            before = int(cursor)
+        async with self._engine.connect() as conn:
+            rows = await repo.dead_letters(conn, before=before, code=code, limit=limit)
+        items = []
+        for r in rows:
+            raw = bytes(r["raw"])
+            try:
+                text, encoding = raw.decode("utf-8"), "utf-8"
+            except UnicodeDecodeError:
+                text, encoding = base64.b64encode(raw).decode(), "base64"
+            items.append(
+                {
+                    "id": r["id"],
+                    "topic": r["topic"],
+                    "partition": r["kafka_partition"],
+                    "offset": r["kafka_offset"],
+                    "key": bytes(r["kafka_key"]).decode("utf-8", "replace") if r["kafka_key"] is not None else None,
+                    "error_code": r["error_code"],
+                    "error_message": r["error_message"],
+                    "details": r["details"] or [],
+                    "event_id": str(r["event_id"]) if r["event_id"] else None,
+                    "operator": r["operator"],
+                    "recorded_at": r["recorded_at"].isoformat(),
+                    "raw": text,
+                    "raw_encoding": encoding,
+                }
+            )
+        next_cursor = str(rows[-1]["id"]) if len(rows) == limit else None
+        return {"items": items, "next_cursor": next_cursor}
 
     @staticmethod
     def _status_body(event_id: uuid.UUID, row: dict[str, Any] | None) -> dict[str, Any]:
