@@ -62,7 +62,10 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield given
         return
     if _docker_engine():
-        from testcontainers.postgres import PostgresContainer
+        try:
+            from testcontainers.community.postgres import PostgresContainer
+        except ImportError:  # testcontainers before 4.14
+            from testcontainers.postgres import PostgresContainer
 
         with PostgresContainer("postgres:16", driver="asyncpg") as pg:
             yield pg.get_connection_url()
@@ -115,7 +118,10 @@ def broker_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield given
         return
     if _docker_engine():
-        from testcontainers.kafka import KafkaContainer
+        try:
+            from testcontainers.community.kafka import KafkaContainer
+        except ImportError:  # testcontainers before 4.14
+            from testcontainers.kafka import KafkaContainer
 
         with KafkaContainer().with_kraft() as kafka:
             yield kafka.get_bootstrap_server()
