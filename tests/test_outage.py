@@ -47,3 +47,17 @@ async def test_broker_down_gives_503_and_nothing_half_accepted(
             assert (await client.get("/readyz")).status_code == 200
     finally:
         broker.stop()
+
+
+async def test_database_down_gives_503_not_500(broker_bootstrap: str) -> None:
+    from trace_service.runtime.embedded import find_free_port
+
+    dead = f"postgresql+asyncpg://postgres@127.0.0.1:{find_free_port()}/nothing"
+    settings = make_settings(dead, broker_bootstrap)
+    async with api_client(settings) as client:
+        for method, path in (("POST", "/v1/events"), ("GET", f"/v1/events/{uuid.uuid4()}"), ("GET", "/v1/operators/X")):
+            r = await client.request(method, path, headers={"Authorization": "Bearer trk.abcdefghijkm." + "x" * 43})
+            assert r.status_code == 503, (path, r.text)
+            assert r.json()["error"]["code"] == "unavailable"
+            assert "retry-after" in r.headers
+        assert (await client.get("/readyz")).status_code == 503

@@ -12,6 +12,7 @@ import orjson
 import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trace_service.errors import (
@@ -106,6 +107,12 @@ async def _http(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
 
 
+async def _database_down(request: Request, exc: Exception) -> Response:
+    # Any request that needs Postgres (authentication included) while it does not answer.
+    log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
+    return error_response(503, "unavailable", "the database is unavailable; retry later", headers={"Retry-After": "5"})
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled_error", path=request.url.path, method=request.method, exc_info=exc)
     return error_response(500, "internal", "an internal error occurred; it has been logged")
@@ -115,4 +122,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(OperationalError, _database_down)
+    app.add_exception_handler(InterfaceError, _database_down)
+    app.add_exception_handler(ConnectionError, _database_down)
     app.add_exception_handler(Exception, _unexpected)
