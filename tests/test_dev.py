@@ -59,6 +59,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int, timeout: float = 90) -
 
 def _stop(proc: subprocess.Popen[bytes]) -> str:
     proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)  # a second signal (an impatient Ctrl-C) must not break the orderly stop
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out.decode()
     return out.decode()

@@ -79,6 +79,37 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return run_dev(host=args.host, port=args.port, data_dir=Path(args.data_dir), workers=args.workers)
 
 
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from trace_service.contract.events import build_catalogue
+    from trace_service.contract.schemas import render_schemas
+
+    out = Path(args.out)
+    wanted = {name: text.encode() for name, text in render_schemas(build_catalogue()).items()}
+    present = {p.relative_to(out).as_posix() for p in out.rglob("*.schema.json")} if out.is_dir() else set()
+    missing = sorted(wanted.keys() - present)
+    extra = sorted(present - wanted.keys())
+    differ = sorted(name for name in wanted.keys() & present if (out / name).read_bytes() != wanted[name])
+    if args.check:
+        for label, names in (("differs", differ), ("missing", missing), ("extra", extra)):
+            for name in names:
+                print(f"{label}: {out / name}", file=sys.stderr)  # noqa: T201
+        if differ or missing or extra:
+            print("schemas are out of date; run: trace-service schemas", file=sys.stderr)  # noqa: T201
+            return 1
+        print(f"{len(wanted)} schema files in {out} are up to date", file=sys.stderr)  # noqa: T201
+        return 0
+    for name in [*differ, *missing]:
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(wanted[name])
+        print(f"wrote {path}", file=sys.stderr)  # noqa: T201
+    for name in extra:
+        (out / name).unlink()
+        print(f"removed {out / name}", file=sys.stderr)  # noqa: T201
+    print(f"{len(wanted)} schema files in {out} are up to date", file=sys.stderr)  # noqa: T201
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trace-service",
@@ -129,6 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--no-topics", action="store_true", help="only migrate the database")
     service_options(mig)
     mig.set_defaults(func=cmd_migrate)
+
+    schemas = sub.add_parser(
+        "schemas",
+        help="write the JSON Schemas of the event contract (or check them with --check)",
+        description="Generate the JSON Schema (2020-12) of the event envelope and of every event type from the "
+        "contract models, with the contract's default code formats. Writes only files that changed and removes "
+        "stale *.schema.json files. With --check, writes nothing and exits 1 if any file differs, is missing "
+        "or is extra.",
+    )
+    schemas.add_argument(
+        "--out", default="schemas", help="folder to write to (default: schemas/ in the current directory)"
+    )
+    schemas.add_argument("--check", action="store_true", help="only compare; exit 1 and list the files that drifted")
+    schemas.set_defaults(func=cmd_schemas)
     return parser
 
 

@@ -46,8 +46,18 @@ class _Stop(Exception):
     pass
 
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop
+class _StopOnce:
+    """Signal handler: the first SIGINT/SIGTERM interrupts the main loop; later ones are ignored so
+    that they cannot break the orderly stop (``timeout`` or a terminal may send a second one)."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        raise _Stop
 
 
 def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], timeout: float = 60.0) -> None:
@@ -107,7 +117,8 @@ def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1) -> int:
     env = dict(os.environ)
     env.setdefault("TRACE_LOG_FORMAT", "console")
 
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    handler = _StopOnce()
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     postgres: EmbeddedPostgres | None = None
     broker: EmbeddedBroker | None = None
     api: subprocess.Popen[bytes] | None = None
@@ -161,9 +172,7 @@ def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1) -> int:
         _say(f"error: {exc}")
         code = 1
     finally:
-        # Further signals must not interrupt the orderly stop below.
-        for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)
+        handler.stopping = True  # further signals must not interrupt the orderly stop below
         _say("stopping")
         if api is not None:
             _terminate(api, "API")
@@ -180,7 +189,7 @@ def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1) -> int:
             broker.stop()
         if postgres is not None:
             postgres.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
         _say("stopped")
     return code
