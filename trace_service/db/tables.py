@@ -135,6 +135,12 @@ class Lot(SQLModel, table=True):
     created_by_event: uuid.UUID | None = Field(default=None, sa_column=sa.Column(UUID(as_uuid=True), nullable=True))
     created_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
     updated_at: datetime = _ts()
+    creator_type: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    origin_region: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    # Quantity stated by the creating event; kg_in adds what trade receipts brought in.
+    kg_created: Decimal = Field(sa_column=sa.Column(KG, nullable=False, server_default="0"))
+    head_created: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    kg_sold: Decimal = Field(sa_column=sa.Column(KG, nullable=False, server_default="0"))
 
 
 class Edge(SQLModel, table=True):
@@ -147,9 +153,97 @@ class Edge(SQLModel, table=True):
     event_id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), primary_key=True))
     kg: Decimal | None = Field(default=None, sa_column=sa.Column(KG, nullable=True))
     head: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    # intake (pigs into a slaughter batch), transform (batch into carcasses), trade, sale
+    kind: str = Field(sa_column=sa.Column(sa.Text, nullable=False, server_default="trade"))
+    voucher_key: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
 
     # The primary key serves the forward walk; this one serves the backward walk without a heap visit.
     __table_args__ = (sa.Index("ix_edges_child_parent", "child_id", "parent_id"),)
+
+
+class Shipment(SQLModel, table=True):
+    """A seller's trade.shipped: one voucher (交易凭证) to one buyer."""
+
+    __tablename__ = "shipments"
+
+    event_id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), primary_key=True))
+    seller: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    voucher_number: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    buyer: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    destination: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    occurred_at: datetime = Field(sa_column=sa.Column(TZ, nullable=False))
+
+    __table_args__ = (sa.Index("ix_shipments_voucher", "seller", "voucher_number"),)
+
+
+class ShipmentLine(SQLModel, table=True):
+    __tablename__ = "shipment_lines"
+
+    event_id: uuid.UUID = Field(
+        sa_column=sa.Column(UUID(as_uuid=True), sa.ForeignKey("shipments.event_id"), primary_key=True)
+    )
+    lot_id: int = Field(sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("lots.id"), primary_key=True))
+    voucher_key: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    kg: Decimal = Field(sa_column=sa.Column(KG, nullable=False))
+    unit_price: Decimal | None = Field(default=None, sa_column=sa.Column(sa.Numeric(12, 3), nullable=True))
+
+    __table_args__ = (sa.Index("ix_shipment_lines_lot", "lot_id", "voucher_key"),)
+
+
+class Sale(SQLModel, table=True):
+    """A retail sale: the sale code is itself a (leaf) lot so that lineage treats both alike."""
+
+    __tablename__ = "sales"
+
+    sale_lot_id: int = Field(sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("lots.id"), primary_key=True))
+    lot_id: int = Field(sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("lots.id"), nullable=False, index=True))
+    seller: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    stall: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    kg: Decimal = Field(sa_column=sa.Column(KG, nullable=False))
+    unit_price: Decimal = Field(sa_column=sa.Column(sa.Numeric(12, 3), nullable=False))
+    sold_at: datetime = Field(sa_column=sa.Column(TZ, nullable=False))
+    event_id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), nullable=False))
+
+
+class LotFact(SQLModel, table=True):
+    """Something recorded about a lot: a test, an ASF result, a hold or release, a disposal, a slaughter."""
+
+    __tablename__ = "lot_facts"
+
+    lot_id: int = Field(sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("lots.id"), primary_key=True))
+    event_id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), primary_key=True))
+    fact: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    result: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    occurred_at: datetime = Field(sa_column=sa.Column(TZ, nullable=False))
+    data: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False, server_default="{}"))
+
+
+class PigCertificate(SQLModel, table=True):
+    """An origin quarantine certificate (动物检疫合格证明) as dispatched with a live-pig lot."""
+
+    __tablename__ = "pig_certificates"
+
+    number: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    event_id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), primary_key=True))
+    lot_id: int = Field(sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("lots.id"), nullable=False))
+    kind: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    head_count: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    issued_at: datetime = Field(sa_column=sa.Column(TZ, nullable=False))
+
+    __table_args__ = (sa.Index("ix_pig_certificates_lot", "lot_id"),)
+
+
+class CertificateClaim(SQLModel, table=True):
+    """A slaughter intake that names its pigs by certificate number only (no from_lot)."""
+
+    __tablename__ = "certificate_claims"
+
+    event_id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), primary_key=True))
+    number: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    batch_lot_id: int = Field(sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("lots.id"), nullable=False))
+    head: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+
+    __table_args__ = (sa.Index("ix_certificate_claims_number", "number"),)
 
 
 metadata = SQLModel.metadata
