@@ -108,3 +108,33 @@ class Actors:
         r = await self.client.post("/v1/keys", json={"role": role, "name": f"test {role}"}, headers=self.admin)
         assert r.status_code == 201, r.text
         return {"Authorization": f"Bearer {r.json()['key']}"}
+
+
+async def register_operators(client: httpx.AsyncClient, admin: dict[str, str], operators: list[dict[str, Any]]) -> None:
+    """Register a scenario's operators, parents before their tenants."""
+    pending = list(operators)
+    done: set[str] = set()
+    while pending:
+        ready = [op for op in pending if not op.get("parent") or op["parent"] in done]
+        assert ready, f"operators with unknown parents: {pending}"
+        for op in ready:
+            r = await client.post("/v1/operators", json=op, headers=admin)
+            assert r.status_code in (201, 409), r.text
+            done.add(op["code"])
+            pending.remove(op)
+
+
+async def post_events(
+    client: httpx.AsyncClient, headers: dict[str, str], events: list[dict[str, Any]], *, wait: bool = True
+) -> httpx.Response:
+    r = await client.post(f"/v1/events?wait={'true' if wait else 'false'}", json=events, headers=headers)
+    assert r.status_code in (200, 202), r.text
+    if wait:
+        body = r.json()
+        assert body["complete"], body
+        assert {e["status"] for e in body["events"]} == {"applied"}, body
+    return r
+
+
+def scenario_tag() -> str:
+    return code("", 4)

@@ -13,6 +13,9 @@ from trace_service.access.endpoints import router as access_router
 from trace_service.api.errors import install_error_handlers
 from trace_service.api.health import router as health_router
 from trace_service.api.limits import BodyLimit
+from trace_service.chain.endpoints import public_router
+from trace_service.chain.endpoints import router as chain_router
+from trace_service.codes.endpoints import router as codes_router
 from trace_service.contract.events import build_catalogue
 from trace_service.db.engine import create_engine
 from trace_service.ingest.endpoints import router as ingest_router
@@ -54,4 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health_router)
     app.include_router(ingest_router)
     app.include_router(access_router)
+    app.include_router(chain_router)
+    app.include_router(public_router)
+    app.include_router(codes_router)
     return app

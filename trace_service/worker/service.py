@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from trace_service.chain import projection
+from trace_service.chain import repository as chain
 from trace_service.contract.events import Catalogue
 from trace_service.worker import repository as repo
 from trace_service.worker.decode import Dead, Decoded, Position, conflicting, decode
@@ -31,6 +33,7 @@ class BatchOutcome:
     applied: list[uuid.UUID] = field(default_factory=list)
     duplicates: int = 0
     dead: list[Dead] = field(default_factory=list)
+    lots_touched: int = 0
 
 
 def plan(
@@ -78,8 +81,9 @@ async def apply_batch(
                 else:
                     dead.append(conflicting(item))
         await repo.clear_intake(conn, [d.event.event_id for d in decoded])  # type: ignore[attr-defined]
-        # The projection of the trace graph (lots, edges, shipments, sales) hooks in here, over the
-        # events in `new_ids`, in this same transaction.
+        # Only events stored for the first time change the graph: a redelivered batch is a no-op.
+        fresh = [d.event for d in decoded if d.event.event_id in new_ids]  # type: ignore[attr-defined]
+        outcome.lots_touched = await chain.apply_plan(conn, projection.plan(fresh))
         await repo.insert_dead_letters(conn, dead)
     outcome.applied = [d.event.event_id for d in decoded if d.event.event_id in new_ids]  # type: ignore[attr-defined]
     outcome.dead = dead

@@ -1,0 +1,348 @@
+"""What each event does to the trace graph, as rows to write. Pure: no I/O.
+
+The projection is a function of the *set* of applied events, never of their order:
+
+* a lot is created by exactly one creating event; a reference to a lot not seen yet creates it
+  ``unresolved`` and the creating event fills it in whenever it arrives (if two events claim to
+  create the same code, the earliest ``(occurred_at, event_id)`` wins, whatever the arrival order);
+* quantities and status are recomputed from the stored edges and facts of the lots a batch touched,
+  so they are sums and maxima over sets, not running totals;
+* a slaughter intake that names its pigs by certificate number is linked to the farm lot by a join
+  that runs whenever either side arrives.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel
+
+from trace_service.contract.events import EventType as T
+
+LIVE_PIG_PRODUCT = ("PIG-LIVE", "生猪")
+
+
+@dataclass(frozen=True)
+class Creation:
+    code: str
+    kind: str
+    product_code: str | None
+    product_name: str | None
+    holder: str
+    created_at: datetime
+    event_id: uuid.UUID
+    event_type: str
+    kg: Decimal
+    head: int
+    origin_region: str | None
+    documents: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EdgeRow:
+    parent: str
+    child: str
+    event_id: uuid.UUID
+    kg: Decimal | None
+    head: int | None
+    kind: str  # intake | transform | trade | sale
+    voucher_key: str | None = None
+
+
+@dataclass(frozen=True)
+class FactRow:
+    lot: str
+    event_id: uuid.UUID
+    fact: str  # test | asf | hold | release | disposed | slaughtered
+    result: str | None
+    occurred_at: datetime
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ShipmentRow:
+    event_id: uuid.UUID
+    seller: str
+    voucher_number: str
+    buyer: str
+    destination: str | None
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class ShipmentLineRow:
+    event_id: uuid.UUID
+    lot: str
+    voucher_key: str
+    kg: Decimal
+    unit_price: Decimal | None
+
+
+@dataclass(frozen=True)
+class SaleRow:
+    sale_code: str
+    lot: str
+    seller: str
+    stall: str | None
+    kg: Decimal
+    unit_price: Decimal
+    sold_at: datetime
+    event_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class CertificateRow:
+    number: str
+    event_id: uuid.UUID
+    lot: str
+    kind: str
+    head_count: int
+    issued_at: datetime
+
+
+@dataclass(frozen=True)
+class ClaimRow:
+    event_id: uuid.UUID
+    number: str
+    batch_lot: str
+    head: int
+
+
+@dataclass
+class Plan:
+    codes: set[str] = field(default_factory=set)
+    creations: list[Creation] = field(default_factory=list)
+    edges: list[EdgeRow] = field(default_factory=list)
+    facts: list[FactRow] = field(default_factory=list)
+    shipments: list[ShipmentRow] = field(default_factory=list)
+    shipment_lines: list[ShipmentLineRow] = field(default_factory=list)
+    sales: list[SaleRow] = field(default_factory=list)
+    certificates: list[CertificateRow] = field(default_factory=list)
+    claims: list[ClaimRow] = field(default_factory=list)
+
+    def create(self, c: Creation) -> None:
+        self.codes.add(c.code)
+        self.creations.append(c)
+
+    def edge(self, e: EdgeRow) -> None:
+        self.codes.update((e.parent, e.child))
+        self.edges.append(e)
+
+    def fact(self, f: FactRow) -> None:
+        self.codes.add(f.lot)
+        self.facts.append(f)
+
+
+def _kg(value: float | None) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def voucher_key(seller: str, voucher_number: str) -> str:
+    """Voucher numbers are unique per seller, so the pair names one shipment."""
+    return f"{seller}/{voucher_number}"
+
+
+def plan(events: list[BaseModel]) -> Plan:  # noqa: C901, PLR0912, PLR0915 - one branch per event type
+    p = Plan()
+    for ev in events:
+        et: str = ev.event_type  # type: ignore[attr-defined]
+        d: Any = ev.data  # type: ignore[attr-defined]
+        eid: uuid.UUID = ev.event_id  # type: ignore[attr-defined]
+        op: str = ev.operator  # type: ignore[attr-defined]
+        at: datetime = ev.occurred_at  # type: ignore[attr-defined]
+
+        if et == T.FARM_PIGS_DISPATCHED:
+            cert = d.quarantine_cert
+            p.create(
+                Creation(
+                    d.lot,
+                    "live_pigs",
+                    *LIVE_PIG_PRODUCT,
+                    op,
+                    at,
+                    eid,
+                    et,
+                    Decimal(0),
+                    d.head_count,
+                    d.origin_region,
+                    {
+                        "farm_code": d.farm_code,
+                        "quarantine_cert": cert.model_dump(mode="json"),
+                        "destination": d.destination,
+                        "ear_tag_count": len(d.ear_tags),
+                    },
+                )
+            )
+            p.certificates.append(CertificateRow(cert.number, eid, d.lot, cert.kind, cert.head_count, cert.issued_at))
+
+        elif et == T.SLAUGHTER_PIGS_RECEIVED:
+            p.create(
+                Creation(
+                    d.lot,
+                    "slaughter_batch",
+                    *LIVE_PIG_PRODUCT,
+                    op,
+                    at,
+                    eid,
+                    et,
+                    _kg(d.live_weight_kg) or Decimal(0),
+                    d.head_count,
+                    d.origin_region,
+                    {
+                        "quarantine_cert_number": d.quarantine_cert_number,
+                        "farm_code": d.farm_code,
+                        "dead_on_arrival": d.dead_on_arrival,
+                        "ear_tag_count": len(d.ear_tags),
+                    },
+                )
+            )
+            head = d.head_count + d.dead_on_arrival
+            if d.from_lot:
+                p.edge(EdgeRow(d.from_lot, d.lot, eid, None, head, "intake"))
+            else:
+                p.codes.add(d.lot)
+                p.claims.append(ClaimRow(eid, d.quarantine_cert_number, d.lot, head))
+
+        elif et == T.SLAUGHTER_ASF_TESTED:
+            p.fact(
+                FactRow(d.lot, eid, "asf", d.result, at, {"method": d.method, "sampled_at": d.sampled_at.isoformat()})
+            )
+
+        elif et == T.SLAUGHTER_BATCH_SLAUGHTERED:
+            docs = {
+                "quality_cert_number": d.quality_cert_number,
+                "product_quarantine_cert_number": d.product_quarantine_cert_number,
+                "slaughter_batch": d.lot,
+                "slaughtered_at": at.isoformat(),
+            }
+            for out in d.outputs:
+                p.create(
+                    Creation(
+                        out.lot,
+                        "carcass",
+                        out.product_code,
+                        out.product_name,
+                        op,
+                        at,
+                        eid,
+                        et,
+                        _kg(out.weight_kg) or Decimal(0),
+                        0,
+                        None,
+                        docs,
+                    )
+                )
+                p.edge(EdgeRow(d.lot, out.lot, eid, _kg(out.weight_kg), None, "transform"))
+            p.fact(
+                FactRow(
+                    d.lot,
+                    eid,
+                    "slaughtered",
+                    None,
+                    at,
+                    {
+                        "head": d.head_count + d.condemned_head,
+                        "slaughtered": d.head_count,
+                        "condemned": d.condemned_head,
+                        "quality_cert_number": d.quality_cert_number,
+                        "product_quarantine_cert_number": d.product_quarantine_cert_number,
+                        "carcass_kg": float(sum(o.weight_kg for o in d.outputs)),
+                    },
+                )
+            )
+
+        elif et == T.PRODUCE_HARVESTED:
+            p.create(
+                Creation(
+                    d.lot,
+                    "produce",
+                    d.product_code,
+                    d.product_name,
+                    op,
+                    at,
+                    eid,
+                    et,
+                    _kg(d.weight_kg) or Decimal(0),
+                    0,
+                    d.origin_region,
+                    {
+                        "compliance_cert_number": d.compliance_cert_number,
+                        "base_code": d.base_code,
+                        "harvested_at": d.harvested_at.isoformat(),
+                    },
+                )
+            )
+
+        elif et == T.TRADE_SHIPPED:
+            key = voucher_key(op, d.voucher_number)
+            p.shipments.append(ShipmentRow(eid, op, d.voucher_number, d.buyer, d.destination, at))
+            merged: dict[str, tuple[Decimal, Decimal | None]] = {}
+            for line in d.lines:  # a lot twice on one voucher is one line of the summed weight
+                kg, price = merged.get(line.lot, (Decimal(0), None))
+                merged[line.lot] = (kg + (_kg(line.weight_kg) or Decimal(0)), price or _kg(line.unit_price))
+            for lot, (kg, price) in merged.items():
+                p.codes.add(lot)
+                p.shipment_lines.append(ShipmentLineRow(eid, lot, key, kg, price))
+
+        elif et == T.TRADE_RECEIVED:
+            key = voucher_key(d.seller, d.voucher_number)
+            docs = {k: v for k, v in d.documents.model_dump().items() if v is not None}
+            docs |= {"voucher_number": d.voucher_number, "seller": d.seller}
+            pairs: dict[tuple[str, str], Decimal] = {}
+            products: dict[str, str | None] = {}
+            for line in d.lines:
+                pair = (line.from_lot, line.lot)
+                pairs[pair] = pairs.get(pair, Decimal(0)) + (_kg(line.weight_kg) or Decimal(0))
+                products[line.lot] = products.get(line.lot) or line.product_code
+            for lot, product_code in products.items():
+                # kg_in of a received lot is the sum of what its receipts brought in (see recompute).
+                p.create(Creation(lot, "received", product_code, None, op, at, eid, et, Decimal(0), 0, None, docs))
+            for (parent, child), kg in pairs.items():
+                p.edge(EdgeRow(parent, child, eid, kg, None, "trade", key))
+
+        elif et == T.LOT_TESTED:
+            p.fact(FactRow(d.lot, eid, "test", d.result, at, {"test": d.test, "method": d.method, "value": d.value}))
+
+        elif et == T.RETAIL_SOLD:
+            kg = _kg(d.weight_kg) or Decimal(0)
+            price = _kg(d.unit_price) or Decimal(0)
+            p.create(
+                Creation(
+                    d.sale_code,
+                    "sale",
+                    None,
+                    None,
+                    op,
+                    at,
+                    eid,
+                    et,
+                    kg,
+                    0,
+                    None,
+                    {"stall": d.stall, "unit_price": float(price), "sold_at": at.isoformat()},
+                )
+            )
+            p.edge(EdgeRow(d.lot, d.sale_code, eid, kg, None, "sale"))
+            p.sales.append(SaleRow(d.sale_code, d.lot, op, d.stall, kg, price, at, eid))
+
+        elif et == T.LOT_DISPOSED:
+            p.fact(
+                FactRow(
+                    d.lot,
+                    eid,
+                    "disposed",
+                    None,
+                    at,
+                    {"weight_kg": d.weight_kg, "head": d.head, "reason": d.reason, "notice_number": d.notice_number},
+                )
+            )
+
+        elif et in (T.REGULATOR_LOT_HELD, T.REGULATOR_LOT_RELEASED):
+            fact = "hold" if et == T.REGULATOR_LOT_HELD else "release"
+            p.fact(FactRow(d.lot, eid, fact, None, at, {"reason": d.reason, "scope": d.scope, "by": op}))
+
+    return p

@@ -1,0 +1,449 @@
+"""SQL of the trace graph: applying a projection plan (set-based, per batch) and walking lineage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from trace_service.chain.projection import Creation, Plan
+
+# -- applying a plan ---------------------------------------------------------------------------------
+
+_ENSURE_LOTS = """
+WITH wanted AS (SELECT DISTINCT unnest($1::text[]) AS code),
+ins AS (
+    INSERT INTO lots (code) SELECT code FROM wanted ORDER BY code
+    ON CONFLICT (code) DO NOTHING
+    RETURNING id, code
+)
+SELECT id, code FROM ins
+UNION ALL
+SELECT l.id, l.code FROM lots l JOIN wanted w ON w.code = l.code
+"""
+
+# The earliest (occurred_at, event_id) among the events that claim to create a code wins, whatever
+# the order they arrive in.
+_CREATE = """
+UPDATE lots l SET
+    kind = c.kind, product_code = c.product_code, product_name = c.product_name, holder = c.holder,
+    created_at = c.created_at, created_by_event = c.event_id, creator_type = c.event_type,
+    kg_created = c.kg, head_created = c.head, origin_region = c.origin_region, documents = c.documents,
+    updated_at = now()
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::uuid[],
+            $8::text[], $9::numeric[], $10::int[], $11::text[], $12::jsonb[])
+     AS c(id, kind, product_code, product_name, holder, created_at, event_id, event_type, kg, head, origin_region,
+          documents)
+WHERE l.id = c.id
+  AND (l.created_by_event IS NULL OR (c.created_at, c.event_id) < (l.created_at, l.created_by_event))
+"""
+
+_EDGES = """
+INSERT INTO edges (parent_id, child_id, event_id, kg, head, kind, voucher_key)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::numeric[], $5::int[], $6::text[], $7::text[])
+ORDER BY 1, 2, 3
+ON CONFLICT DO NOTHING
+"""
+
+_FACTS = """
+INSERT INTO lot_facts (lot_id, event_id, fact, result, occurred_at, data)
+SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::jsonb[])
+ON CONFLICT DO NOTHING
+"""
+
+_SHIPMENTS = """
+INSERT INTO shipments (event_id, seller, voucher_number, buyer, destination, occurred_at)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+ON CONFLICT DO NOTHING
+"""
+
+_SHIPMENT_LINES = """
+INSERT INTO shipment_lines (event_id, lot_id, voucher_key, kg, unit_price)
+SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::numeric[], $5::numeric[])
+ON CONFLICT DO NOTHING
+"""
+
+# A sale code printed twice: the earliest sale keeps it, whatever the arrival order.
+_SALES = """
+INSERT INTO sales (sale_lot_id, lot_id, seller, stall, kg, unit_price, sold_at, event_id)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::numeric[], $6::numeric[],
+                     $7::timestamptz[], $8::uuid[])
+ON CONFLICT (sale_lot_id) DO UPDATE SET
+    lot_id = excluded.lot_id, seller = excluded.seller, stall = excluded.stall, kg = excluded.kg,
+    unit_price = excluded.unit_price, sold_at = excluded.sold_at, event_id = excluded.event_id
+WHERE (excluded.sold_at, excluded.event_id) < (sales.sold_at, sales.event_id)
+"""
+
+_CERTIFICATES = """
+INSERT INTO pig_certificates (number, event_id, lot_id, kind, head_count, issued_at)
+SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::text[], $5::int[], $6::timestamptz[])
+ON CONFLICT DO NOTHING
+"""
+
+_CLAIMS = """
+INSERT INTO certificate_claims (event_id, number, batch_lot_id, head)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::int[])
+ON CONFLICT DO NOTHING
+"""
+
+# Whichever of the certificate and the claim arrives second makes the edge.
+_LINK_CLAIMS = """
+INSERT INTO edges (parent_id, child_id, event_id, head, kind)
+SELECT c.lot_id, cl.batch_lot_id, cl.event_id, cl.head, 'intake'
+FROM certificate_claims cl JOIN pig_certificates c ON c.number = cl.number
+WHERE cl.number = ANY($1::text[])
+ORDER BY 1, 2, 3
+ON CONFLICT DO NOTHING
+RETURNING parent_id, child_id
+"""
+
+# A received lot without a product of its own takes its parent's, one generation per pass.
+_INHERIT_PRODUCT = """
+UPDATE lots c SET product_code = COALESCE(c.product_code, p.product_code), product_name = p.product_name
+FROM edges e JOIN lots p ON p.id = e.parent_id
+WHERE e.child_id = c.id AND c.product_name IS NULL AND p.product_name IS NOT NULL
+  AND (c.id = ANY($1::bigint[]) OR p.id = ANY($1::bigint[]))
+  AND (c.product_code IS NULL OR c.product_code = p.product_code)
+RETURNING c.id
+"""
+
+_LOCK = "SELECT id FROM lots WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
+
+# Quantities and status from the stored edges and facts: sums and maxima over sets, so the result
+# does not depend on the order in which the events arrived.
+_RECOMPUTE = """
+WITH t AS (SELECT DISTINCT unnest($1::bigint[]) AS id),
+e_out AS (
+    SELECT e.parent_id AS id,
+           sum(e.kg) FILTER (WHERE e.kind = 'sale') AS kg_sold,
+           sum(e.head) FILTER (WHERE e.kind = 'intake') AS head_intake
+    FROM edges e JOIN t ON e.parent_id = t.id GROUP BY 1
+),
+e_in AS (
+    SELECT e.child_id AS id, sum(e.kg) FILTER (WHERE e.kind = 'trade') AS kg_trade
+    FROM edges e JOIN t ON e.child_id = t.id GROUP BY 1
+),
+shipped AS (
+    SELECT sl.lot_id AS id, sl.voucher_key, sum(sl.kg) AS kg
+    FROM shipment_lines sl JOIN t ON sl.lot_id = t.id GROUP BY 1, 2
+),
+received AS (
+    SELECT e.parent_id AS id, e.voucher_key, sum(e.kg) AS kg
+    FROM edges e JOIN t ON e.parent_id = t.id WHERE e.kind = 'trade' GROUP BY 1, 2
+),
+-- What left a lot on a voucher: the seller's shipped weight, or the buyer's received weight while
+-- the seller has not reported the shipment.
+traded AS (
+    SELECT COALESCE(s.id, r.id) AS id, sum(COALESCE(s.kg, r.kg)) AS kg
+    FROM shipped s FULL JOIN received r ON r.id = s.id AND r.voucher_key = s.voucher_key
+    GROUP BY 1
+),
+f AS (
+    SELECT f.lot_id AS id,
+           sum((f.data->>'weight_kg')::numeric) FILTER (WHERE f.fact = 'disposed') AS kg_disposed,
+           sum((f.data->>'head')::int) FILTER (WHERE f.fact = 'disposed') AS head_disposed,
+           bool_or(f.fact = 'disposed') AS disposed,
+           sum((f.data->>'head')::int) FILTER (WHERE f.fact = 'slaughtered') AS head_slaughtered,
+           max(f.occurred_at) FILTER (
+               WHERE f.fact = 'hold' OR (f.fact = 'test' AND f.result = 'fail')
+                  OR (f.fact = 'asf' AND f.result = 'positive')
+           ) AS last_stop,
+           max(f.occurred_at) FILTER (WHERE f.fact = 'release') AS last_release
+    FROM lot_facts f JOIN t ON f.lot_id = t.id GROUP BY 1
+),
+calc AS (
+    SELECT l.id,
+           l.kg_created + COALESCE(ei.kg_trade, 0) AS kg_in,
+           l.head_created AS head_in,
+           COALESCE(eo.kg_sold, 0) AS kg_sold,
+           COALESCE(eo.kg_sold, 0) + COALESCE(tr.kg, 0) + COALESCE(f.kg_disposed, 0)
+             + CASE WHEN COALESCE(f.head_slaughtered, 0) > 0 AND l.head_created > 0
+                    THEN round(l.kg_created * LEAST(1, f.head_slaughtered::numeric / l.head_created), 3)
+                    ELSE 0 END AS kg_out,
+           COALESCE(eo.head_intake, 0) + COALESCE(f.head_slaughtered, 0) + COALESCE(f.head_disposed, 0) AS head_out,
+           l.created_by_event IS NULL AS unresolved,
+           f.last_stop IS NOT NULL AND (f.last_release IS NULL OR f.last_stop > f.last_release) AS stopped,
+           COALESCE(f.disposed, false) AS disposed
+    FROM lots l JOIN t ON t.id = l.id
+    LEFT JOIN e_out eo ON eo.id = l.id
+    LEFT JOIN e_in ei ON ei.id = l.id
+    LEFT JOIN traded tr ON tr.id = l.id
+    LEFT JOIN f ON f.id = l.id
+)
+UPDATE lots l SET
+    kg_in = c.kg_in, head_in = c.head_in, kg_out = c.kg_out, head_out = c.head_out, kg_sold = c.kg_sold,
+    status = CASE
+        WHEN c.unresolved THEN 'unresolved'
+        WHEN c.stopped THEN 'stopped'
+        WHEN (c.kg_in > 0 AND c.kg_in - c.kg_out <= 0.001) OR (c.kg_in = 0 AND c.head_in > 0 AND c.head_in <= c.head_out)
+            THEN CASE WHEN c.disposed THEN 'disposed' ELSE 'exhausted' END
+        ELSE 'active' END,
+    updated_at = now()
+FROM calc c
+WHERE l.id = c.id
+"""
+
+
+def _rows(result: Any) -> list[Any]:
+    """Plain rows of a driver-level result (typed loosely: their shape is the SQL's)."""
+    return list(result)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _earliest(creations: Iterable[Creation]) -> list[Creation]:
+    best: dict[str, Creation] = {}
+    for c in creations:
+        current = best.get(c.code)
+        if current is None or (c.created_at, c.event_id.bytes) < (current.created_at, current.event_id.bytes):
+            best[c.code] = c
+    return list(best.values())
+
+
+async def apply_plan(conn: AsyncConnection, plan: Plan) -> int:
+    """Write a batch's projection; return the number of lots whose quantities were recomputed."""
+    if not plan.codes:
+        return 0
+    rows = await conn.exec_driver_sql(_ENSURE_LOTS, (sorted(plan.codes),))
+    ids: dict[str, int] = {r[1]: r[0] for r in _rows(rows)}
+    touched: set[int] = set(ids.values())
+
+    creations = _earliest(plan.creations)
+    if creations:
+        await conn.exec_driver_sql(
+            _CREATE,
+            (
+                [ids[c.code] for c in creations],
+                [c.kind for c in creations],
+                [c.product_code for c in creations],
+                [c.product_name for c in creations],
+                [c.holder for c in creations],
+                [c.created_at for c in creations],
+                [c.event_id for c in creations],
+                [c.event_type for c in creations],
+                [c.kg for c in creations],
+                [c.head for c in creations],
+                [c.origin_region for c in creations],
+                [_json(c.documents) for c in creations],
+            ),
+        )
+    if plan.edges:
+        e = plan.edges
+        await conn.exec_driver_sql(
+            _EDGES,
+            (
+                [ids[x.parent] for x in e],
+                [ids[x.child] for x in e],
+                [x.event_id for x in e],
+                [x.kg for x in e],
+                [x.head for x in e],
+                [x.kind for x in e],
+                [x.voucher_key for x in e],
+            ),
+        )
+    if plan.facts:
+        f = plan.facts
+        await conn.exec_driver_sql(
+            _FACTS,
+            (
+                [ids[x.lot] for x in f],
+                [x.event_id for x in f],
+                [x.fact for x in f],
+                [x.result for x in f],
+                [x.occurred_at for x in f],
+                [_json(x.data) for x in f],
+            ),
+        )
+    if plan.shipments:
+        s = plan.shipments
+        await conn.exec_driver_sql(
+            _SHIPMENTS,
+            (
+                [x.event_id for x in s],
+                [x.seller for x in s],
+                [x.voucher_number for x in s],
+                [x.buyer for x in s],
+                [x.destination for x in s],
+                [x.occurred_at for x in s],
+            ),
+        )
+    if plan.shipment_lines:
+        sl = plan.shipment_lines
+        await conn.exec_driver_sql(
+            _SHIPMENT_LINES,
+            (
+                [x.event_id for x in sl],
+                [ids[x.lot] for x in sl],
+                [x.voucher_key for x in sl],
+                [x.kg for x in sl],
+                [x.unit_price for x in sl],
+            ),
+        )
+    if plan.sales:
+        sa_ = plan.sales
+        await conn.exec_driver_sql(
+            _SALES,
+            (
+                [ids[x.sale_code] for x in sa_],
+                [ids[x.lot] for x in sa_],
+                [x.seller for x in sa_],
+                [x.stall for x in sa_],
+                [x.kg for x in sa_],
+                [x.unit_price for x in sa_],
+                [x.sold_at for x in sa_],
+                [x.event_id for x in sa_],
+            ),
+        )
+    numbers: set[str] = set()
+    if plan.certificates:
+        c = plan.certificates
+        await conn.exec_driver_sql(
+            _CERTIFICATES,
+            (
+                [x.number for x in c],
+                [x.event_id for x in c],
+                [ids[x.lot] for x in c],
+                [x.kind for x in c],
+                [x.head_count for x in c],
+                [x.issued_at for x in c],
+            ),
+        )
+        numbers.update(x.number for x in c)
+    if plan.claims:
+        cl = plan.claims
+        await conn.exec_driver_sql(
+            _CLAIMS,
+            ([x.event_id for x in cl], [x.number for x in cl], [ids[x.batch_lot] for x in cl], [x.head for x in cl]),
+        )
+        numbers.update(x.number for x in cl)
+    if numbers:
+        linked = await conn.exec_driver_sql(_LINK_CLAIMS, (sorted(numbers),))
+        for r in _rows(linked):
+            touched.update((r[0], r[1]))
+
+    # Products flow down to received lots that did not name one, however many generations arrived
+    # before their ancestors did.
+    frontier = sorted(touched)
+    for _ in range(64):
+        changed = [r[0] for r in _rows(await conn.exec_driver_sql(_INHERIT_PRODUCT, (frontier,)))]
+        if not changed:
+            break
+        frontier = changed
+
+    order = sorted(touched)
+    await conn.exec_driver_sql(_LOCK, (order,))
+    await conn.exec_driver_sql(_RECOMPUTE, (order,))
+    return len(order)
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+_LOT_BY_CODE = "SELECT id FROM lots WHERE code = $1"
+
+_WALK = {
+    "up": """
+        WITH RECURSIVE walk(id, depth) AS (
+            SELECT $1::bigint, 0
+            UNION
+            SELECT e.parent_id, w.depth + 1 FROM walk w JOIN edges e ON e.child_id = w.id WHERE w.depth < $2
+        )
+        SELECT id, min(depth) AS depth FROM walk GROUP BY id
+    """,
+    "down": """
+        WITH RECURSIVE walk(id, depth) AS (
+            SELECT $1::bigint, 0
+            UNION
+            SELECT e.child_id, w.depth + 1 FROM walk w JOIN edges e ON e.parent_id = w.id WHERE w.depth < $2
+        )
+        SELECT id, min(depth) AS depth FROM walk GROUP BY id
+    """,
+}
+
+_LOAD_LOTS = """
+SELECT l.id, l.code, l.kind, l.product_code, l.product_name, l.holder, o.name AS holder_name, o.kind AS holder_kind,
+       o.parent AS holder_parent, l.status, l.kg_in, l.kg_out, l.kg_sold, l.head_in, l.head_out, l.created_at,
+       l.created_by_event, l.creator_type, l.origin_region, l.documents::text AS documents
+FROM lots l LEFT JOIN operators o ON o.code = l.holder
+WHERE l.id = ANY($1::bigint[])
+"""
+
+_LOAD_EDGES = """
+SELECT p.code AS parent, c.code AS child, e.kg, e.head, e.event_id, e.kind
+FROM edges e JOIN lots p ON p.id = e.parent_id JOIN lots c ON c.id = e.child_id
+WHERE e.parent_id = ANY($1::bigint[]) AND e.child_id = ANY($1::bigint[])
+"""
+
+_LOAD_EVENTS = """
+SELECT event_id, event_type, occurred_at, operator, recorded_at
+FROM events WHERE event_id = ANY($1::uuid[])
+ORDER BY occurred_at, event_id
+"""
+
+_LOAD_FACTS = """
+SELECT l.code AS lot, f.fact, f.result, f.occurred_at, f.event_id, f.data::text AS data
+FROM lot_facts f JOIN lots l ON l.id = f.lot_id
+WHERE f.lot_id = ANY($1::bigint[])
+ORDER BY f.occurred_at, f.event_id
+"""
+
+_HELD_IN_SCOPE = """
+WITH RECURSIVE walk(id, depth) AS (
+    SELECT $1::bigint, 0
+    UNION
+    SELECT e.child_id, w.depth + 1 FROM walk w JOIN edges e ON e.parent_id = w.id WHERE w.depth < $2
+)
+SELECT EXISTS (SELECT 1 FROM walk JOIN lots l ON l.id = walk.id WHERE l.holder = ANY($3::text[]))
+"""
+
+
+async def lot_id(conn: AsyncConnection, code: str) -> int | None:
+    row = (await conn.exec_driver_sql(_LOT_BY_CODE, (code,))).first()
+    return int(row[0]) if row else None
+
+
+async def walk(conn: AsyncConnection, root: int, direction: str, max_depth: int) -> dict[int, int]:
+    """Lot ids reachable from ``root`` (``up`` to ancestors, ``down`` to descendants) with their depth."""
+    found: dict[int, int] = {}
+    for way in ("up", "down") if direction == "both" else (direction,):
+        for r in _rows(await conn.exec_driver_sql(_WALK[way], (root, max_depth))):
+            found[r[0]] = min(r[1], found.get(r[0], r[1]))
+    return found
+
+
+async def load_lots(conn: AsyncConnection, ids: Sequence[int]) -> list[dict[str, Any]]:
+    rows = await conn.exec_driver_sql(_LOAD_LOTS, (list(ids),))
+    out = []
+    for r in rows.mappings():
+        d = dict(r)
+        d["documents"] = orjson.loads(d["documents"]) if d["documents"] else {}
+        out.append(d)
+    return out
+
+
+async def load_edges(conn: AsyncConnection, ids: Sequence[int]) -> list[dict[str, Any]]:
+    return [dict(r) for r in (await conn.exec_driver_sql(_LOAD_EDGES, (list(ids),))).mappings()]
+
+
+async def load_events(conn: AsyncConnection, event_ids: Sequence[Any]) -> list[dict[str, Any]]:
+    if not event_ids:
+        return []
+    return [dict(r) for r in (await conn.exec_driver_sql(_LOAD_EVENTS, (list(event_ids),))).mappings()]
+
+
+async def load_facts(conn: AsyncConnection, ids: Sequence[int]) -> list[dict[str, Any]]:
+    out = []
+    for r in (await conn.exec_driver_sql(_LOAD_FACTS, (list(ids),))).mappings():
+        d = dict(r)
+        d["data"] = orjson.loads(d["data"])
+        out.append(d)
+    return out
+
+
+async def feeds_scope(conn: AsyncConnection, root: int, scope: Sequence[str], max_depth: int) -> bool:
+    """Is the lot, or any lot made from it, held by one of these operators?"""
+    row = (await conn.exec_driver_sql(_HELD_IN_SCOPE, (root, max_depth, list(scope)))).first()
+    return bool(row and row[0])

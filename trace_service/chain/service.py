@@ -1,0 +1,371 @@
+"""Use cases of the trace graph: read a lot, trace it up and down, list a recall, show a consumer."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from trace_service.access import service as access
+from trace_service.access.models import Principal, Role
+from trace_service.chain import repository as repo
+from trace_service.contract.regions import describe_region
+from trace_service.errors import Forbidden, NotFound
+
+MAX_DEPTH = 50
+LOCAL = ZoneInfo("Asia/Shanghai")
+
+# Operators whose names a consumer may see: businesses, not people (a wholesaler or a stall keeper
+# is often a person trading under their own name).
+PUBLIC_NAME_KINDS = {"slaughterhouse", "wholesale_market", "retail_market", "supermarket", "planting_base", "canteen"}
+KIND_LABELS = {
+    "farm": ("养殖场", "farm"),
+    "slaughterhouse": ("定点屠宰厂", "slaughterhouse"),
+    "wholesale_market": ("批发市场", "wholesale market"),
+    "wholesaler": ("批发商", "wholesaler"),
+    "retail_market": ("农贸市场", "wet market"),
+    "retailer": ("摊位", "stall"),
+    "supermarket": ("超市", "supermarket"),
+    "planting_base": ("种植基地", "planting base"),
+    "canteen": ("食堂", "canteen"),
+}
+
+
+def _num(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _lot_body(row: dict[str, Any]) -> dict[str, Any]:
+    kg_in, kg_out = row["kg_in"] or Decimal(0), row["kg_out"] or Decimal(0)
+    return {
+        "code": row["code"],
+        "kind": row["kind"],
+        "product_code": row["product_code"],
+        "product_name": row["product_name"],
+        "holder": row["holder"],
+        "holder_name": row["holder_name"],
+        "status": row["status"],
+        "kg_in": float(kg_in),
+        "kg_out": float(kg_out),
+        "kg_on_hand": float(kg_in - kg_out),
+        "kg_sold": _num(row["kg_sold"]),
+        "head": {"in": row["head_in"], "out": row["head_out"], "on_hand": row["head_in"] - row["head_out"]}
+        if row["head_in"]
+        else None,
+        "origin_region": row["origin_region"],
+        "created_at": row["created_at"].isoformat() if row["created_at"] else None,
+        "created_by_event": str(row["created_by_event"]) if row["created_by_event"] else None,
+    }
+
+
+class ChainService:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def _root(self, code: str) -> int:
+        lot = await repo.lot_id(self.conn, code)
+        if lot is None:
+            raise NotFound(f"no lot or sale {code}")
+        return lot
+
+    async def _scope(self, principal: Principal) -> list[str] | None:
+        scope = await access.reporting_scope(self.conn, principal)
+        return None if scope is None else list(scope)
+
+    async def _check_read(self, principal: Principal, root: int, row: dict[str, Any]) -> None:
+        """Operators read their own lots and the lots upstream of their own; regulators read everything."""
+        scope = await self._scope(principal)
+        if scope is None or row["holder"] in scope:
+            return
+        if not await repo.feeds_scope(self.conn, root, scope, MAX_DEPTH):
+            raise Forbidden("this lot is neither yours nor upstream of yours")
+
+    async def lot(self, principal: Principal, code: str) -> dict[str, Any]:
+        root = await self._root(code)
+        [row] = await repo.load_lots(self.conn, [root])
+        await self._check_read(principal, root, row)
+        body = _lot_body(row)
+        body["documents"] = row["documents"]
+        body["facts"] = [
+            {
+                "fact": f["fact"],
+                "result": f["result"],
+                "occurred_at": f["occurred_at"].isoformat(),
+                "event_id": str(f["event_id"]),
+                **f["data"],
+            }
+            for f in await repo.load_facts(self.conn, [root])
+        ]
+        return body
+
+    async def trace(self, principal: Principal, code: str, direction: str, max_depth: int) -> dict[str, Any]:
+        root = await self._root(code)
+        if principal.role == Role.OPERATOR:
+            if direction != "up":
+                raise Forbidden("operators may trace up from their own lots only")
+            scope = await self._scope(principal)
+            [row] = await repo.load_lots(self.conn, [root])
+            if scope is not None and row["holder"] not in scope:
+                raise Forbidden("operators may trace up from their own lots only")
+        depths = await repo.walk(self.conn, root, direction, max_depth)
+        ids = list(depths)
+        lots = await repo.load_lots(self.conn, ids)
+        edges = await repo.load_edges(self.conn, ids)
+        event_ids = {e["event_id"] for e in edges} | {r["created_by_event"] for r in lots if r["created_by_event"]}
+        events = await repo.load_events(self.conn, sorted(event_ids, key=str))
+        lots.sort(key=lambda r: (depths[r["id"]], r["code"]))
+        return {
+            "root": code,
+            "direction": direction,
+            "max_depth": max_depth,
+            "lots": [{**_lot_body(r), "depth": depths[r["id"]]} for r in lots],
+            "edges": [
+                {
+                    "from": e["parent"],
+                    "to": e["child"],
+                    "kg": _num(e["kg"]),
+                    "head": e["head"],
+                    "kind": e["kind"],
+                    "event_id": str(e["event_id"]),
+                }
+                for e in edges
+            ],
+            "events": [
+                {
+                    "event_id": str(ev["event_id"]),
+                    "event_type": ev["event_type"],
+                    "occurred_at": ev["occurred_at"].isoformat(),
+                    "operator": ev["operator"],
+                }
+                for ev in events
+            ],
+        }
+
+    async def recall(self, principal: Principal, code: str) -> dict[str, Any]:
+        access.require(principal, Role.ADMIN, Role.REGULATOR)
+        root = await self._root(code)
+        depths = await repo.walk(self.conn, root, "down", MAX_DEPTH)
+        rows = await repo.load_lots(self.conn, list(depths))
+        rows.sort(key=lambda r: (depths[r["id"]], r["code"]))
+        items = []
+        holders: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            kg_on_hand = float((r["kg_in"] or 0) - (r["kg_out"] or 0))
+            items.append(
+                {
+                    "code": r["code"],
+                    "kind": r["kind"],
+                    "depth": depths[r["id"]],
+                    "product_code": r["product_code"],
+                    "product_name": r["product_name"],
+                    "status": r["status"],
+                    "holder": r["holder"],
+                    "holder_name": r["holder_name"],
+                    "holder_kind": r["holder_kind"],
+                    "holder_parent": r["holder_parent"],
+                    "kg_in": float(r["kg_in"] or 0),
+                    "kg_on_hand": kg_on_hand,
+                    "kg_sold": float(r["kg_sold"] or 0),
+                    "sold_at": r["created_at"].isoformat() if r["kind"] == "sale" and r["created_at"] else None,
+                }
+            )
+            if r["holder"] and r["kind"] != "sale":
+                h = holders.setdefault(
+                    r["holder"],
+                    {
+                        "code": r["holder"],
+                        "name": r["holder_name"],
+                        "kind": r["holder_kind"],
+                        "parent": r["holder_parent"],
+                        "lots": 0,
+                        "kg_on_hand": 0.0,
+                        "kg_sold": 0.0,
+                    },
+                )
+                h["lots"] += 1
+                h["kg_on_hand"] += max(kg_on_hand, 0.0)
+                h["kg_sold"] += float(r["kg_sold"] or 0)
+        return {
+            "root": code,
+            "lots": items,
+            "holders": sorted(holders.values(), key=lambda h: (-h["kg_on_hand"], h["code"])),
+            "totals": {
+                "lots": sum(1 for i in items if i["kind"] != "sale"),
+                "sales": sum(1 for i in items if i["kind"] == "sale"),
+                "kg_on_hand": round(sum(max(i["kg_on_hand"], 0) for i in items if i["kind"] != "sale"), 3),
+                "kg_sold": round(sum(i["kg_in"] for i in items if i["kind"] == "sale"), 3),
+            },
+        }
+
+    @staticmethod
+    def recall_csv(recall: dict[str, Any]) -> str:
+        out = io.StringIO()
+        fields = [
+            "code", "kind", "depth", "product_code", "product_name", "status", "holder", "holder_name",
+            "holder_kind", "holder_parent", "kg_in", "kg_on_hand", "kg_sold", "sold_at",
+        ]  # fmt: skip
+        writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for item in recall["lots"]:
+            writer.writerow({k: _csv_safe(v) for k, v in item.items()})
+        return out.getvalue()
+
+    # -- the consumer's view --------------------------------------------------------------------------
+
+    async def public(self, code: str) -> dict[str, Any]:
+        root = await self._root(code)
+        depths = await repo.walk(self.conn, root, "up", MAX_DEPTH)
+        rows = {r["id"]: r for r in await repo.load_lots(self.conn, list(depths))}
+        facts = await repo.load_facts(self.conn, list(depths))
+        by_code = {r["code"]: r for r in rows.values()}
+        me = rows[root]
+        if me["status"] == "unresolved":
+            raise NotFound(f"no lot or sale {code}")
+        ancestors = sorted(rows.values(), key=lambda r: depths[r["id"]])
+
+        sale = me if me["kind"] == "sale" else None
+        stocked = next((r for r in ancestors if r["kind"] == "received" and r["id"] != root), None) if sale else None
+        if sale is None and me["kind"] == "received":
+            stocked = me
+        batch = next((r for r in ancestors if r["kind"] == "slaughter_batch"), None)
+        carcass = next((r for r in ancestors if r["kind"] == "carcass"), None)
+        origin = next((r for r in reversed(ancestors) if r["origin_region"]), None)
+        product = next((r for r in ancestors if r["product_name"]), None)
+
+        checks = _checks(ancestors, facts, batch, carcass)
+        stopped = [r for r in ancestors if r["status"] == "stopped"]
+        operators = await self._operators({r["holder"] for r in ancestors if r["holder"]} | _suppliers(stocked))
+
+        return {
+            "code": code,
+            "type": "sale" if sale else "lot",
+            "product": {"code": product["product_code"], "name": product["product_name"]} if product else None,
+            "weight_kg": float(sale["kg_in"]) if sale else float((me["kg_in"] or 0) - (me["kg_out"] or 0)),
+            "sold_at": _local(sale["created_at"]) if sale else None,
+            "seller": _public_operator(operators.get(me["holder"])) if sale else None,
+            "market": _market(operators, me["holder"]) if sale else None,
+            "stall": (me["documents"].get("stall") or me["holder"]) if sale else None,
+            "stocked_at": _local(stocked["created_at"]) if stocked else None,
+            "supplier": _public_operator(operators.get(stocked["documents"].get("seller"))) if stocked else None,
+            "slaughterhouse": _public_operator(operators.get(batch["holder"])) if batch else None,
+            "slaughtered_at": _local(carcass["created_at"]) if carcass else None,
+            "checks": checks,
+            "origin": _origin(origin, operators),
+            "warning": _warning(stopped, by_code),
+        }
+
+    async def _operators(self, codes: set[str]) -> dict[str, dict[str, Any]]:
+        from trace_service.access import repository as access_repo
+
+        found = {}
+        for code in codes:
+            row = await access_repo.get_operator(self.conn, code)
+            if row:
+                found[code] = row
+        parents = {r["parent"] for r in found.values() if r.get("parent") and r["parent"] not in found}
+        for code in parents:
+            row = await access_repo.get_operator(self.conn, code)
+            if row:
+                found[code] = row
+        return found
+
+
+def _csv_safe(value: Any) -> Any:
+    # Codes and names come from outside: never let a spreadsheet read a cell as a formula.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _local(moment: datetime | None) -> str | None:
+    return moment.astimezone(LOCAL).isoformat() if moment else None
+
+
+def _suppliers(stocked: dict[str, Any] | None) -> set[str]:
+    seller = stocked["documents"].get("seller") if stocked else None
+    return {seller} if isinstance(seller, str) else set()
+
+
+def _public_operator(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    zh, en = KIND_LABELS.get(row["kind"], ("经营者", "operator"))
+    public = row["kind"] in PUBLIC_NAME_KINDS
+    return {
+        "name": row["name"] if public else None,
+        "kind": row["kind"],
+        "kind_label": {"zh": zh, "en": en},
+        "region": describe_region(row["region"]),
+    }
+
+
+def _market(operators: dict[str, dict[str, Any]], holder: str | None) -> dict[str, Any] | None:
+    row = operators.get(holder) if holder else None
+    if row is None:
+        return None
+    if row["kind"] in ("retail_market", "wholesale_market", "supermarket", "canteen"):
+        return _public_operator(row)
+    parent = operators.get(row["parent"]) if row.get("parent") else None
+    return _public_operator(parent)
+
+
+def _origin(row: dict[str, Any] | None, operators: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    holder = operators.get(row["holder"]) if row["holder"] else None
+    # A planting base is a business and may be named; a farm may be a family: region only.
+    name = holder["name"] if holder and holder["kind"] in PUBLIC_NAME_KINDS else None
+    return {"region": describe_region(row["origin_region"]), "name": name, "kind": holder["kind"] if holder else None}
+
+
+def _status(results: list[str | None], good: str, bad: str) -> str:
+    if any(r == bad for r in results):
+        return "fail"
+    if any(r == good for r in results):
+        return "pass"
+    return "unknown"
+
+
+def _checks(
+    ancestors: list[dict[str, Any]],
+    facts: list[dict[str, Any]],
+    batch: dict[str, Any] | None,
+    carcass: dict[str, Any] | None,
+) -> dict[str, Any]:
+    tests = [f for f in facts if f["fact"] == "test"]
+    checks: dict[str, Any] = {}
+    if batch is not None or carcass is not None:
+        quarantined = bool(
+            (batch and batch["documents"].get("quarantine_cert_number"))
+            and (carcass and carcass["documents"].get("product_quarantine_cert_number"))
+        )
+        checks["quarantine"] = "pass" if quarantined else "unknown"
+        quality = bool(carcass and carcass["documents"].get("quality_cert_number"))
+        checks["quality"] = "pass" if quality else "unknown"
+        checks["asf"] = _status([f["result"] for f in facts if f["fact"] == "asf"], "negative", "positive")
+        checks["ractopamine"] = _status(
+            [f["result"] for f in tests if f["data"].get("test") == "ractopamine"], "pass", "fail"
+        )
+    if any(r["kind"] == "produce" for r in ancestors):
+        produce = next(r for r in ancestors if r["kind"] == "produce")
+        checks["compliance_certificate"] = "pass" if produce["documents"].get("compliance_cert_number") else "unknown"
+        pesticide = [f for f in tests if f["data"].get("test") == "pesticide_rapid"]
+        checks["pesticide"] = _status([f["result"] for f in pesticide], "pass", "fail")
+        checks["pesticide_tested_at"] = _local(pesticide[-1]["occurred_at"]) if pesticide else None
+    return checks
+
+
+def _warning(stopped: list[dict[str, Any]], by_code: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    if not stopped:
+        return None
+    return {
+        "level": "stopped",
+        "zh": "警告：该产品或其上游批次已被暂停销售（检测不合格、非洲猪瘟阳性或监管扣留），请勿食用并联系市场管理方。",
+        "en": "Warning: this product or a lot it came from has been stopped (failed test, ASF positive or a "
+        "regulator's hold). Do not eat it; contact the market.",
+    }
