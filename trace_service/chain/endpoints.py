@@ -38,7 +38,7 @@ async def recall_lot(
     code: Code,
     principal: CurrentPrincipal,
     conn: UnitOfWork,
-    format: Annotated[Literal["json", "csv"], Query()] = "json",  # noqa: A002 - the public query name
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Any:
     """Every downstream lot and sale with its holder, kg on hand and kg sold (regulators)."""
     service = ChainService(conn)

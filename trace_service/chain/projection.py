@@ -146,7 +146,7 @@ def voucher_key(seller: str, voucher_number: str) -> str:
     return f"{seller}/{voucher_number}"
 
 
-def plan(events: list[BaseModel]) -> Plan:  # noqa: C901, PLR0912, PLR0915 - one branch per event type
+def plan(events: list[BaseModel]) -> Plan:
     p = Plan()
     for ev in events:
         et: str = ev.event_type  # type: ignore[attr-defined]

@@ -177,7 +177,8 @@ UPDATE lots l SET
     status = CASE
         WHEN c.unresolved THEN 'unresolved'
         WHEN c.stopped THEN 'stopped'
-        WHEN (c.kg_in > 0 AND c.kg_in - c.kg_out <= 0.001) OR (c.kg_in = 0 AND c.head_in > 0 AND c.head_in <= c.head_out)
+        WHEN (c.kg_in > 0 AND c.kg_in - c.kg_out <= 0.001)
+          OR (c.kg_in = 0 AND c.head_in > 0 AND c.head_in <= c.head_out)
             THEN CASE WHEN c.disposed THEN 'disposed' ELSE 'exhausted' END
         ELSE 'active' END,
     updated_at = now()

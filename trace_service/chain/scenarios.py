@@ -30,7 +30,7 @@ def _collect(node: Any, lots: set[str], numbers: set[str]) -> None:
             if isinstance(value, str):
                 if key in _LOT_KEYS:
                     lots.add(value)
-                elif key in _NUMBER_KEYS or key.endswith("_cert_number") or key.endswith("cert_number"):
+                elif key in _NUMBER_KEYS or key.endswith("cert_number"):
                     numbers.add(value)
             else:
                 _collect(value, lots, numbers)

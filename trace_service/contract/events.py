@@ -25,7 +25,7 @@ from pydantic import (
     ValidationError,
 )
 
-from trace_service.contract.codes import CodePatterns, check_ear_tag, check_farm_code, check_region
+from trace_service.contract.codes import CodePatterns, check_ear_tag, check_farm_code, check_lot_code, check_region
 
 MAX_KG = 100_000.0  # 100 t: no single lot or line of this trade weighs more
 MAX_HEAD = 100_000
@@ -85,7 +85,7 @@ def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000
     p = patterns or CodePatterns()
 
     OperatorCode = Annotated[str, StringConstraints(pattern=p.operator)]
-    LotCode = Annotated[str, StringConstraints(pattern=p.lot)]
+    LotCode = Annotated[str, StringConstraints(pattern=p.lot), AfterValidator(check_lot_code)]
     FarmCode = Annotated[str, StringConstraints(pattern=p.farm), AfterValidator(check_farm_code)]
     EarTag = Annotated[str, StringConstraints(pattern=p.ear_tag), AfterValidator(check_ear_tag)]
     Region = Annotated[str, StringConstraints(pattern=p.region), AfterValidator(check_region)]

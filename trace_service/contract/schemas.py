@@ -18,7 +18,13 @@ from typing import Any
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from trace_service.contract.codes import PROVINCE_PREFIXES, check_ear_tag, check_farm_code, check_region
+from trace_service.contract.codes import (
+    PROVINCE_PREFIXES,
+    check_ear_tag,
+    check_farm_code,
+    check_lot_code,
+    check_region,
+)
 from trace_service.contract.events import Catalogue, EventType, _three_decimals
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -28,9 +34,7 @@ ENVELOPE_FILE = "envelope.schema.json"
 # RFC 3339 date-time with a mandatory offset: what AwareDatetime accepts, minus pydantic's leniencies
 # (missing seconds, a space for T, +0800). `format` alone is only an annotation in 2020-12 and most
 # validators skip it, which would let a naive time through.
-AWARE_DATE_TIME = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
-)
+AWARE_DATE_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _PROVINCE = "(" + "|".join(sorted(PROVINCE_PREFIXES)) + ")"
 
@@ -127,6 +131,11 @@ _AFTER_VALIDATORS: dict[Callable[..., Any], Callable[[JsonSchemaValue], JsonSche
     check_farm_code: _after(
         f"^{_PROVINCE}[0-9]{{4}}",
         "Farm code (畜禽养殖代码): the farm's 6-digit region code (real province prefix) + 4-digit sequence.",
+    ),
+    check_lot_code: _after(
+        None,
+        "20-digit all-digit codes are issued codes: the last digit must be the GS1 mod-10 check digit of the "
+        "first 19 (checked by the service).",
     ),
     check_ear_tag: _after(
         f"^1{_PROVINCE}[0-9]{{4}}",

@@ -7,7 +7,7 @@ public contract. The migrations in ``db/migrations`` create exactly these tables
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -244,6 +244,39 @@ class CertificateClaim(SQLModel, table=True):
     head: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
 
     __table_args__ = (sa.Index("ix_certificate_claims_number", "number"),)
+
+
+class CodeIssuer(SQLModel, table=True):
+    """An operator that asked for lot codes: its 6-digit issuer sequence and its counter of the day.
+
+    ``seq`` comes from the sequence ``code_issuer_seq`` the first time the operator asks and never
+    changes. ``day`` (Asia/Shanghai) and ``next_serial`` are the per-(operator, day) serial counter; the
+    day only moves forward, so a serial is never handed out twice.
+    """
+
+    __tablename__ = "code_issuers"
+
+    operator: str = Field(sa_column=sa.Column(sa.Text, sa.ForeignKey("operators.code"), primary_key=True))
+    seq: int = Field(sa_column=sa.Column(sa.Integer, sa.Sequence("code_issuer_seq"), nullable=False, unique=True))
+    day: date = Field(sa_column=sa.Column(sa.Date, nullable=False))
+    next_serial: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    created_at: datetime = _ts()
+
+
+class CodeBlock(SQLModel, table=True):
+    """A block of lot codes issued to an operator: serials ``first_serial .. first_serial + count - 1`` of a day."""
+
+    __tablename__ = "code_blocks"
+
+    seq: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True))
+    day: date = Field(sa_column=sa.Column(sa.Date, primary_key=True))
+    first_serial: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True))
+    count: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    operator: str = Field(sa_column=sa.Column(sa.Text, sa.ForeignKey("operators.code"), nullable=False))
+    key_id: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    issued_at: datetime = _ts()
+
+    __table_args__ = (sa.Index("ix_code_blocks_operator_day", "operator", "day"),)
 
 
 metadata = SQLModel.metadata

@@ -1,0 +1,80 @@
+"""The consumer's view of a receipt code: origin, slaughterhouse, statuses; nothing private."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from tests.support import Actors, post_events, register_operators, scenario_tag
+from trace_service.chain import scenarios
+
+PRIVATE_FRAGMENTS = [
+    "李某某",  # the pig owner's name on the intake record
+    "B4412031124001",  # origin quarantine certificate number
+    "CQ-4420-2026-88001",  # product quarantine certificate number
+    "ZQ-2026-1125-001",  # meat quality certificate number
+    "ASF-100001-1125-01",  # ASF report number
+    "JY-100001-20261125-01",  # voucher numbers
+    "PF-200101-0001",
+    "24.5",  # the slaughterhouse's price to the wholesaler
+    "28.0",  # the wholesaler's price to the stall
+    "批发商A101",  # a wholesaler trading under a person's name
+    "鼎湖区示范生猪养殖场",  # the farm (may be a family)
+    "粤H12345",  # vehicle plate
+    "4412030001",  # farm code
+]
+
+
+async def test_public_view_of_a_pork_sale(client: httpx.AsyncClient, actors: Actors, worker: None) -> None:
+    sc = scenarios.instantiate(scenarios.load("pig_chain"), scenario_tag())
+    await register_operators(client, actors.admin, sc["operators"])
+    await post_events(client, actors.admin, sc["events"])
+    m = sc["mapping"]
+
+    r = await client.get(f"/v1/public/trace/{m['SALE2026112500001']}")  # no key
+    assert r.status_code == 200, r.text
+    view = r.json()
+    assert view["type"] == "sale"
+    assert view["product"]["name"] == "猪胴体(白条)"
+    assert view["weight_kg"] == 1.25
+    assert view["sold_at"].startswith("2026-11-25T08:15:00+08:00")
+    assert view["market"]["name"] == "中山市石岐综合市场"
+    assert view["stall"] == m["442000300105"]
+    assert view["stocked_at"].startswith("2026-11-25T06:10")
+    assert view["supplier"]["kind"] == "wholesaler"
+    assert view["supplier"]["name"] is None  # a wholesaler may be a person: kind only
+    assert view["slaughterhouse"]["name"] == "中山市定点屠宰厂"
+    assert view["slaughtered_at"].startswith("2026-11-25T03:20")
+    assert view["checks"] == {"quarantine": "pass", "quality": "pass", "asf": "pass", "ractopamine": "pass"}
+    assert view["origin"]["region"]["code"] == "441203"
+    assert "肇庆" in view["origin"]["region"]["name"]
+    assert view["origin"]["name"] is None
+    assert view["warning"] is None
+
+    text = json.dumps(view, ensure_ascii=False)
+    leaked = [p for p in PRIVATE_FRAGMENTS if m.get(p, p) in text or p in text]
+    assert leaked == [], leaked
+
+
+async def test_public_view_of_vegetables_and_unknown_codes(
+    client: httpx.AsyncClient, actors: Actors, worker: None
+) -> None:
+    sc = scenarios.instantiate(scenarios.load("produce_chain"), scenario_tag())
+    await register_operators(client, actors.admin, sc["operators"])
+    await post_events(client, actors.admin, sc["events"])
+    m = sc["mapping"]
+    view = (await client.get(f"/v1/public/trace/{m['SALEV2026112500001']}")).json()
+    assert view["product"]["name"] == "菜心"
+    assert view["market"]["name"] == "中山市民众超市"
+    assert view["checks"]["pesticide"] == "pass"
+    assert view["checks"]["compliance_certificate"] == "pass"
+    assert view["origin"]["name"] == "开平市绿源蔬菜种植基地"  # a planting base is a business
+    assert "江门" in view["origin"]["region"]["name"]
+    assert "HG-440783" not in json.dumps(view)
+    assert "4.2" not in json.dumps(view) and "5.6" not in json.dumps(view)  # noqa: PT018
+
+    r = await client.get("/v1/public/trace/NOSUCHCODE123")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "not_found"
+    assert (await client.get("/v1/public/trace/<script>")).status_code in (404, 422)

@@ -1,0 +1,1 @@
+"""Lot codes the service issues to operators (contract section 1, ``POST /v1/codes``)."""
