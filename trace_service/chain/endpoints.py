@@ -30,7 +30,7 @@ async def trace_lot(
     max_depth: Annotated[int, Query(ge=1, le=50)] = 20,
 ) -> Any:
     """Lineage: ``up`` to the farm or base, ``down`` to every stall and sale, or both."""
-    return await ChainService(conn).trace(principal, code, direction, max_depth)
+    return _json(await ChainService(conn).trace(principal, code, direction, max_depth))
 
 
 @router.get("/lots/{code}/recall", responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
@@ -49,7 +49,11 @@ async def recall_lot(
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="recall-{code}.csv"'},
         )
-    return result
+    return _json(result)
+
+
+def _json(text: str) -> Response:
+    return Response(text, media_type="application/json")
 
 
 public_router = APIRouter(prefix="/v1/public", tags=["public"])

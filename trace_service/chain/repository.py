@@ -448,3 +448,108 @@ async def feeds_scope(conn: AsyncConnection, root: int, scope: Sequence[str], ma
     """Is the lot, or any lot made from it, held by one of these operators?"""
     row = (await conn.exec_driver_sql(_HELD_IN_SCOPE, (root, max_depth, list(scope)))).first()
     return bool(row and row[0])
+
+
+# -- lineage as one statement --------------------------------------------------------------------------
+# The walk and the loading of what it found run in one round trip, and Postgres renders the JSON the
+# API answers with: the service adds nothing per row.
+
+_WALKS = """
+WITH RECURSIVE
+up(id, depth) AS (
+    SELECT $1::bigint, 0 WHERE $3::text IN ('up', 'both')
+    UNION
+    SELECT e.parent_id, u.depth + 1 FROM up u JOIN edges e ON e.child_id = u.id WHERE u.depth < $2
+),
+down(id, depth) AS (
+    SELECT $1::bigint, 0 WHERE $3::text IN ('down', 'both')
+    UNION
+    SELECT e.child_id, d.depth + 1 FROM down d JOIN edges e ON e.parent_id = d.id WHERE d.depth < $2
+),
+found AS (SELECT id, min(depth) AS depth FROM (SELECT * FROM up UNION ALL SELECT * FROM down) x GROUP BY id)
+"""
+
+TRACE_JSON = (  # constant SQL joined from constant parts; no input reaches the text
+    _WALKS  # noqa: S608
+    + """,
+lot_rows AS (
+    SELECT l.code, f.depth, l.created_by_event,
+           json_build_object(
+               'code', l.code, 'kind', l.kind, 'product_code', l.product_code, 'product_name', l.product_name,
+               'holder', l.holder, 'holder_name', o.name, 'status', l.status,
+               'kg_in', l.kg_in, 'kg_out', l.kg_out, 'kg_on_hand', l.kg_in - l.kg_out, 'kg_sold', l.kg_sold,
+               'head', CASE WHEN l.head_in > 0 THEN json_build_object(
+                   'in', l.head_in, 'out', l.head_out, 'on_hand', l.head_in - l.head_out) END,
+               'origin_region', l.origin_region, 'created_at', l.created_at,
+               'created_by_event', l.created_by_event, 'depth', f.depth
+           ) AS j
+    FROM found f JOIN lots l ON l.id = f.id LEFT JOIN operators o ON o.code = l.holder
+),
+edge_rows AS (
+    SELECT e.event_id,
+           json_build_object('from', p.code, 'to', c.code, 'kg', e.kg, 'head', e.head, 'kind', e.kind,
+                             'event_id', e.event_id) AS j
+    FROM edges e
+    JOIN found a ON a.id = e.parent_id
+    JOIN found b ON b.id = e.child_id
+    JOIN lots p ON p.id = e.parent_id
+    JOIN lots c ON c.id = e.child_id
+),
+event_rows AS (
+    SELECT ev.occurred_at, ev.event_id,
+           json_build_object('event_id', ev.event_id, 'event_type', ev.event_type,
+                             'occurred_at', ev.occurred_at, 'operator', ev.operator) AS j
+    FROM events ev
+    WHERE ev.event_id IN (
+        SELECT event_id FROM edge_rows UNION SELECT created_by_event FROM lot_rows WHERE created_by_event IS NOT NULL
+    )
+)
+SELECT json_build_object(
+    'root', $4::text, 'direction', $3::text, 'max_depth', $2::int,
+    'lots', COALESCE((SELECT json_agg(j ORDER BY depth, code) FROM lot_rows), '[]'),
+    'edges', COALESCE((SELECT json_agg(j) FROM edge_rows), '[]'),
+    'events', COALESCE((SELECT json_agg(j ORDER BY occurred_at, event_id) FROM event_rows), '[]')
+)::text
+"""
+)
+
+RECALL_JSON = (
+    _WALKS  # noqa: S608
+    + """,
+r AS (
+    SELECT l.code, l.kind, f.depth, l.product_code, l.product_name, l.status, l.holder,
+           o.name AS holder_name, o.kind AS holder_kind, o.parent AS holder_parent,
+           l.kg_in, l.kg_in - l.kg_out AS kg_on_hand, l.kg_sold,
+           CASE WHEN l.kind = 'sale' THEN l.created_at END AS sold_at
+    FROM found f JOIN lots l ON l.id = f.id LEFT JOIN operators o ON o.code = l.holder
+),
+h AS (
+    SELECT holder AS code, max(holder_name) AS name, max(holder_kind) AS kind, max(holder_parent) AS parent,
+           count(*) AS lots, sum(GREATEST(kg_on_hand, 0)) AS kg_on_hand, sum(kg_sold) AS kg_sold
+    FROM r WHERE kind IS DISTINCT FROM 'sale' AND holder IS NOT NULL GROUP BY holder
+)
+SELECT json_build_object(
+    'root', $4::text,
+    'lots', COALESCE((SELECT json_agg(r ORDER BY depth, code) FROM r), '[]'),
+    'holders', COALESCE((SELECT json_agg(h ORDER BY kg_on_hand DESC, code) FROM h), '[]'),
+    'totals', (
+        SELECT json_build_object(
+            'lots', count(*) FILTER (WHERE kind IS DISTINCT FROM 'sale'),
+            'sales', count(*) FILTER (WHERE kind = 'sale'),
+            'kg_on_hand', COALESCE(sum(GREATEST(kg_on_hand, 0)) FILTER (WHERE kind IS DISTINCT FROM 'sale'), 0),
+            'kg_sold', COALESCE(sum(kg_in) FILTER (WHERE kind = 'sale'), 0)
+        ) FROM r
+    )
+)::text
+"""
+)
+
+
+async def trace_json(conn: AsyncConnection, root: int, code: str, direction: str, max_depth: int) -> str:
+    row = (await conn.exec_driver_sql(TRACE_JSON, (root, max_depth, direction, code))).first()
+    return str(row[0]) if row else "{}"
+
+
+async def recall_json(conn: AsyncConnection, root: int, code: str, max_depth: int) -> str:
+    row = (await conn.exec_driver_sql(RECALL_JSON, (root, max_depth, "down", code))).first()
+    return str(row[0]) if row else "{}"

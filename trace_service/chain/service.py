@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trace_service.access import service as access
@@ -103,7 +104,8 @@ class ChainService:
         ]
         return body
 
-    async def trace(self, principal: Principal, code: str, direction: str, max_depth: int) -> dict[str, Any]:
+    async def trace(self, principal: Principal, code: str, direction: str, max_depth: int) -> str:
+        """The lineage as JSON text, rendered by Postgres in the same statement that walks the graph."""
         root = await self._root(code)
         if principal.role == Role.OPERATOR:
             if direction != "up":
@@ -112,98 +114,17 @@ class ChainService:
             [row] = await repo.load_lots(self.conn, [root])
             if scope is not None and row["holder"] not in scope:
                 raise Forbidden("operators may trace up from their own lots only")
-        depths = await repo.walk(self.conn, root, direction, max_depth)
-        ids = list(depths)
-        lots = await repo.load_lots(self.conn, ids)
-        edges = await repo.load_edges(self.conn, ids)
-        event_ids = {e["event_id"] for e in edges} | {r["created_by_event"] for r in lots if r["created_by_event"]}
-        events = await repo.load_events(self.conn, sorted(event_ids, key=str))
-        lots.sort(key=lambda r: (depths[r["id"]], r["code"]))
-        return {
-            "root": code,
-            "direction": direction,
-            "max_depth": max_depth,
-            "lots": [{**_lot_body(r), "depth": depths[r["id"]]} for r in lots],
-            "edges": [
-                {
-                    "from": e["parent"],
-                    "to": e["child"],
-                    "kg": _num(e["kg"]),
-                    "head": e["head"],
-                    "kind": e["kind"],
-                    "event_id": str(e["event_id"]),
-                }
-                for e in edges
-            ],
-            "events": [
-                {
-                    "event_id": str(ev["event_id"]),
-                    "event_type": ev["event_type"],
-                    "occurred_at": ev["occurred_at"].isoformat(),
-                    "operator": ev["operator"],
-                }
-                for ev in events
-            ],
-        }
+        return await repo.trace_json(self.conn, root, code, direction, max_depth)
 
-    async def recall(self, principal: Principal, code: str) -> dict[str, Any]:
+    async def recall(self, principal: Principal, code: str) -> str:
+        """Every downstream lot and sale with holders and totals, as JSON text."""
         access.require(principal, Role.ADMIN, Role.REGULATOR)
         root = await self._root(code)
-        depths = await repo.walk(self.conn, root, "down", MAX_DEPTH)
-        rows = await repo.load_lots(self.conn, list(depths))
-        rows.sort(key=lambda r: (depths[r["id"]], r["code"]))
-        items = []
-        holders: dict[str, dict[str, Any]] = {}
-        for r in rows:
-            kg_on_hand = float((r["kg_in"] or 0) - (r["kg_out"] or 0))
-            items.append(
-                {
-                    "code": r["code"],
-                    "kind": r["kind"],
-                    "depth": depths[r["id"]],
-                    "product_code": r["product_code"],
-                    "product_name": r["product_name"],
-                    "status": r["status"],
-                    "holder": r["holder"],
-                    "holder_name": r["holder_name"],
-                    "holder_kind": r["holder_kind"],
-                    "holder_parent": r["holder_parent"],
-                    "kg_in": float(r["kg_in"] or 0),
-                    "kg_on_hand": kg_on_hand,
-                    "kg_sold": float(r["kg_sold"] or 0),
-                    "sold_at": r["created_at"].isoformat() if r["kind"] == "sale" and r["created_at"] else None,
-                }
-            )
-            if r["holder"] and r["kind"] != "sale":
-                h = holders.setdefault(
-                    r["holder"],
-                    {
-                        "code": r["holder"],
-                        "name": r["holder_name"],
-                        "kind": r["holder_kind"],
-                        "parent": r["holder_parent"],
-                        "lots": 0,
-                        "kg_on_hand": 0.0,
-                        "kg_sold": 0.0,
-                    },
-                )
-                h["lots"] += 1
-                h["kg_on_hand"] += max(kg_on_hand, 0.0)
-                h["kg_sold"] += float(r["kg_sold"] or 0)
-        return {
-            "root": code,
-            "lots": items,
-            "holders": sorted(holders.values(), key=lambda h: (-h["kg_on_hand"], h["code"])),
-            "totals": {
-                "lots": sum(1 for i in items if i["kind"] != "sale"),
-                "sales": sum(1 for i in items if i["kind"] == "sale"),
-                "kg_on_hand": round(sum(max(i["kg_on_hand"], 0) for i in items if i["kind"] != "sale"), 3),
-                "kg_sold": round(sum(i["kg_in"] for i in items if i["kind"] == "sale"), 3),
-            },
-        }
+        return await repo.recall_json(self.conn, root, code, MAX_DEPTH)
 
     @staticmethod
-    def recall_csv(recall: dict[str, Any]) -> str:
+    def recall_csv(recall_text: str) -> str:
+        recall = orjson.loads(recall_text)
         out = io.StringIO()
         fields = [
             "code", "kind", "depth", "product_code", "product_name", "status", "holder", "holder_name",
