@@ -96,6 +96,22 @@ def test_dev_starts_from_nothing_and_keeps_data_across_restarts() -> None:
             status, body = _request("POST", f"{base}/v1/events?wait=true", token, event)
             assert status == 200, body
             assert body["events"][0]["status"] == "applied"
+
+            # The README's worked example: replay the normal pig chain, trace the sale, open the consumer view.
+            replay = subprocess.run(
+                [sys.executable, "-m", "trace_service.cli", "replay", "pig_chain", "--url", base,
+                 "--data-dir", str(data_dir)],
+                capture_output=True, text=True, check=False, timeout=60,
+            )  # fmt: skip
+            assert replay.returncode == 0, replay.stderr
+            summary = json.loads(replay.stdout.splitlines()[-1])
+            assert summary["applied"] == summary["events"] == 10
+            status, trace = _request("GET", f"{base}/v1/lots/SALE2026112500001/trace?direction=up", token)
+            assert status == 200
+            assert trace["lots"][-1]["code"] == "FARMLOT0001"
+            status, view = _request("GET", f"{base}/v1/public/trace/SALE2026112500001")
+            assert status == 200
+            assert view["slaughterhouse"]["name"] == "中山市定点屠宰厂"
         finally:
             out = _stop(proc)
         assert "admin token:" in out

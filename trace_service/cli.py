@@ -110,6 +110,12 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from trace_service.runtime.replay import run_replay
+
+    return run_replay(args.url, args.token, args.scenario, args.tag, Path(args.data_dir))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trace-service",
@@ -151,6 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--group", help="consumer group (default: TRACE_CONSUMER_GROUP, trace-projector)")
     service_options(worker)
     worker.set_defaults(func=cmd_worker)
+
+    rp = sub.add_parser(
+        "replay",
+        help="post a scenario stream (operators and events) to a running service",
+        description="Register a scenario's operators and post its events (events/scenarios/*.json) through the "
+        "HTTP API with an admin key, waiting until they are applied. Replaying again changes nothing.",
+    )
+    rp.add_argument("scenario", nargs="*", help="scenario names or files (default: every scenario)")
+    rp.add_argument("--url", default="http://127.0.0.1:8000", help="the service (default http://127.0.0.1:8000)")
+    rp.add_argument("--token", help="admin key (default: TRACE_ADMIN_TOKEN, else <data-dir>/admin-token)")
+    rp.add_argument("--data-dir", default=".trace-data", help="where `trace-service dev` keeps its admin token")
+    rp.add_argument("--tag", help="1-4 characters [0-9A-Z] appended to every code, to replay a chain again as new")
+    rp.set_defaults(func=cmd_replay)
 
     mig = sub.add_parser(
         "migrate",

@@ -1,0 +1,39 @@
+"""Every example in events/examples/ is accepted by the API and applied, each by its own operator's key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+
+from tests.support import Actors, register_operators, scenario_tag
+from trace_service.chain import scenarios
+from trace_service.contract.events import EventType
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "events" / "examples"
+
+OPERATORS = [
+    {"code": "445321400001", "name": "新兴县生猪养殖场", "kind": "farm", "region": "445321"},
+    {"code": "442000100001", "name": "中山市定点屠宰厂", "kind": "slaughterhouse", "region": "442000"},
+    {"code": "442000200001", "name": "中山市东升农产品批发市场", "kind": "wholesale_market", "region": "442000"},
+    {"code": "442000500001", "name": "批发商", "kind": "wholesaler", "region": "442000", "parent": "442000200001"},
+    {"code": "442000600001", "name": "中山市沙溪综合市场", "kind": "retail_market", "region": "442000"},
+    {"code": "442000600012", "name": "12号摊", "kind": "retailer", "region": "442000", "parent": "442000600001"},
+    {"code": "442000300001", "name": "东升镇蔬菜种植基地", "kind": "planting_base", "region": "442000"},
+]
+
+
+async def test_every_example_is_accepted_and_applied(client: httpx.AsyncClient, actors: Actors, worker: None) -> None:
+    events = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(EXAMPLES.glob("*.json"))]
+    assert {e["event_type"] for e in events} == {t.value for t in EventType}
+    events.sort(key=lambda e: e["occurred_at"])
+    sc = scenarios.instantiate({"operators": OPERATORS, "events": events, "expect": {}}, scenario_tag())
+    await register_operators(client, actors.admin, sc["operators"])
+    keys = {op["code"]: await actors.key(op["code"]) for op in sc["operators"]}
+    regulator = await actors.staff_key("regulator")
+    for event in sc["events"]:
+        headers = regulator if event["event_type"].startswith("regulator.") else keys[event["operator"]]
+        r = await client.post("/v1/events?wait=true", json=event, headers=headers)
+        assert r.status_code == 200, (event["event_type"], r.text)
+        assert r.json()["events"][0]["status"] == "applied"
