@@ -121,7 +121,7 @@ async def test_out_of_order_delivery_resolves_every_lot(
     await post_events(client, actors.admin, events[:1])
     sale_code = sc["mapping"]["SALE2026112500001"]
     r = await client.get(f"/v1/lots/{sale_code}/trace?direction=up", headers=regulator)
-    assert [lot["status"] for lot in r.json()["lots"]] == ["active", "unresolved"]
+    assert [lot["status"] for lot in r.json()["lots"]] == ["exhausted", "unresolved"]
     await post_events(client, actors.admin, events[1:])
     r = await client.get(f"/v1/lots/{sale_code}/trace?direction=up", headers=regulator)
     assert "unresolved" not in {lot["status"] for lot in r.json()["lots"]}

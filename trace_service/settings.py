@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     statement_timeout_ms: int = Field(default=5000, ge=1)
 
+    # The city's time zone: times the service renders itself (lineage JSON, CSV) use its offset.
+    timezone: str = "Asia/Shanghai"
+
     # Logging: "json" in production, "console" for people.
     log_format: str = "json"
     log_level: str = "info"

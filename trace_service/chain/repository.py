@@ -158,7 +158,9 @@ calc AS (
            l.kg_created + COALESCE(ei.kg_trade, 0) AS kg_in,
            l.head_created AS head_in,
            COALESCE(eo.kg_sold, 0) AS kg_sold,
-           COALESCE(eo.kg_sold, 0) + COALESCE(tr.kg, 0) + COALESCE(f.kg_disposed, 0)
+           -- a sale leaves with the consumer at once: nothing of it is on hand anywhere
+           CASE WHEN l.kind = 'sale' THEN l.kg_created ELSE 0 END
+             + COALESCE(eo.kg_sold, 0) + COALESCE(tr.kg, 0) + COALESCE(f.kg_disposed, 0)
              + CASE WHEN COALESCE(f.head_slaughtered, 0) > 0 AND l.head_created > 0
                     THEN round(l.kg_created * LEAST(1, f.head_slaughtered::numeric / l.head_created), 3)
                     ELSE 0 END AS kg_out,

@@ -25,7 +25,12 @@ def create_engine(
         max_overflow=0,
         pool_pre_ping=False,
         connect_args={
-            "server_settings": {"application_name": f"trace-service-{name}", "statement_timeout": str(timeout)},
+            "server_settings": {
+                "application_name": f"trace-service-{name}",
+                "statement_timeout": str(timeout),
+                # Times rendered by Postgres (JSON, CSV) carry the city's offset.
+                "TimeZone": settings.timezone,
+            },
         },
     )
 
