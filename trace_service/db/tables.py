@@ -243,6 +243,12 @@ class CertificateClaim(SQLModel, table=True):
     batch_lot_id: int = Field(sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("lots.id"), nullable=False))
     head: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
 
+    # Every intake names its certificate (for the certificate rules); only those without a from_lot
+    # are linked to the farm lot through it.
+    from_lot_given: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()))
+    operator: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    occurred_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
+
     __table_args__ = (sa.Index("ix_certificate_claims_number", "number"),)
 
 
@@ -277,6 +283,70 @@ class CodeBlock(SQLModel, table=True):
     issued_at: datetime = _ts()
 
     __table_args__ = (sa.Index("ix_code_blocks_operator_day", "operator", "day"),)
+
+
+class Alert(SQLModel, table=True):
+    """A finding of a rule about a subject; its id is derived from the two, so it is found once."""
+
+    __tablename__ = "alerts"
+
+    id: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    rule: str = Field(sa_column=sa.Column(sa.Text, nullable=False, index=True))
+    severity: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    level: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    subject_type: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    subject_code: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    operator: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True, index=True))
+    message_zh: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    message_en: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    evidence: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False, server_default="{}"))
+    status: str = Field(sa_column=sa.Column(sa.Text, nullable=False, server_default="open"))
+    version: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="1"))
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    acknowledged_by: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    acknowledged_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
+    acknowledged_note: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    resolved_by: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    resolved_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
+    resolved_note: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+
+    __table_args__ = (sa.Index("ix_alerts_created", "created_at", "id"),)
+
+
+class AlertEvent(SQLModel, table=True):
+    """Which events raised (or added evidence to) which alerts."""
+
+    __tablename__ = "alert_events"
+
+    event_id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), primary_key=True))
+    alert_id: str = Field(sa_column=sa.Column(sa.Text, sa.ForeignKey("alerts.id"), primary_key=True))
+
+
+class AlertOutbox(SQLModel, table=True):
+    """Alert versions to publish on trace.alerts.v1, written in the transaction that changed the alert."""
+
+    __tablename__ = "alert_outbox"
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True))
+    alert_id: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    version: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    payload: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
+    created_at: datetime = _ts()
+    published_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
+
+    __table_args__ = (sa.Index("ix_alert_outbox_pending", "id", postgresql_where=sa.text("published_at IS NULL")),)
+
+
+class EarTag(SQLModel, table=True):
+    """Ear tags as dispatched by farms and received by slaughterhouses."""
+
+    __tablename__ = "ear_tags"
+
+    tag: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    event_id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), primary_key=True))
+    lot_id: int = Field(sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("lots.id"), nullable=False))
+    role: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
 
 
 metadata = SQLModel.metadata
