@@ -119,6 +119,9 @@ class Lot(SQLModel, table=True):
     """A node of the trace graph: a lot of pigs, meat or produce, or a retail sale (a leaf)."""
 
     __tablename__ = "lots"
+    __table_args__ = (
+        sa.Index("ix_lots_unresolved", "first_seen_at", postgresql_where=sa.text("status = 'unresolved'")),
+    )
 
     id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True))
     code: str = Field(sa_column=sa.Column(sa.Text, nullable=False, unique=True))
@@ -141,6 +144,15 @@ class Lot(SQLModel, table=True):
     kg_created: Decimal = Field(sa_column=sa.Column(KG, nullable=False, server_default="0"))
     head_created: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
     kg_sold: Decimal = Field(sa_column=sa.Column(KG, nullable=False, server_default="0"))
+    # pork | produce, inherited down the graph like the product; and the slaughter time of pork.
+    category: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    slaughtered_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
+    # Stopping: the lot's own stop, whether it reaches its descendants, and a stop inherited from above.
+    stop_own: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()))
+    stop_down: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()))
+    stop_inherited: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()))
+    stopped_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
+    first_seen_at: datetime = _ts()
 
 
 class Edge(SQLModel, table=True):
@@ -347,6 +359,18 @@ class EarTag(SQLModel, table=True):
     event_id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), primary_key=True))
     lot_id: int = Field(sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("lots.id"), nullable=False))
     role: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+
+
+class PendingCheck(SQLModel, table=True):
+    """A rule that judges the absence of something (an ASF result, a certificate), due once late
+    reports have had time to arrive."""
+
+    __tablename__ = "pending_checks"
+
+    rule: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    subject_code: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    due_at: datetime = Field(sa_column=sa.Column(TZ, nullable=False, index=True))
+    data: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False, server_default="{}"))
 
 
 metadata = SQLModel.metadata

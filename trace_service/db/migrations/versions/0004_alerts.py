@@ -67,7 +67,26 @@ CREATE TABLE ear_tags (
 ALTER TABLE certificate_claims
     ADD COLUMN from_lot_given boolean NOT NULL DEFAULT false,
     ADD COLUMN operator text,
-    ADD COLUMN occurred_at timestamptz
+    ADD COLUMN occurred_at timestamptz;
+
+ALTER TABLE lots
+    ADD COLUMN category text,
+    ADD COLUMN slaughtered_at timestamptz,
+    ADD COLUMN stop_own boolean NOT NULL DEFAULT false,
+    ADD COLUMN stop_down boolean NOT NULL DEFAULT false,
+    ADD COLUMN stop_inherited boolean NOT NULL DEFAULT false,
+    ADD COLUMN stopped_at timestamptz,
+    ADD COLUMN first_seen_at timestamptz NOT NULL DEFAULT now();
+CREATE INDEX ix_lots_unresolved ON lots (first_seen_at) WHERE status = 'unresolved';
+
+CREATE TABLE pending_checks (
+    rule         text NOT NULL,
+    subject_code text NOT NULL,
+    due_at       timestamptz NOT NULL,
+    data         jsonb NOT NULL DEFAULT '{}',
+    PRIMARY KEY (rule, subject_code)
+);
+CREATE INDEX ix_pending_checks_due_at ON pending_checks (due_at)
 """
 
 
