@@ -40,6 +40,8 @@ class Creation:
     head: int
     origin_region: str | None
     documents: dict[str, Any]
+    category: str | None = None  # pork | produce; received lots and sales inherit it
+    slaughtered_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,17 @@ class ClaimRow:
     number: str
     batch_lot: str
     head: int
+    from_lot_given: bool
+    operator: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class EarTagRow:
+    tag: str
+    event_id: uuid.UUID
+    lot: str
+    role: str  # dispatched | received
 
 
 @dataclass
@@ -123,6 +136,7 @@ class Plan:
     sales: list[SaleRow] = field(default_factory=list)
     certificates: list[CertificateRow] = field(default_factory=list)
     claims: list[ClaimRow] = field(default_factory=list)
+    ear_tags: list[EarTagRow] = field(default_factory=list)
 
     def create(self, c: Creation) -> None:
         self.codes.add(c.code)
@@ -175,8 +189,10 @@ def plan(events: list[BaseModel]) -> Plan:
                         "destination": d.destination,
                         "ear_tag_count": len(d.ear_tags),
                     },
+                    category="pork",
                 )
             )
+            p.ear_tags.extend(EarTagRow(tag, eid, d.lot, "dispatched") for tag in dict.fromkeys(d.ear_tags))
             p.certificates.append(CertificateRow(cert.number, eid, d.lot, cert.kind, cert.head_count, cert.issued_at))
 
         elif et == T.SLAUGHTER_PIGS_RECEIVED:
@@ -198,14 +214,16 @@ def plan(events: list[BaseModel]) -> Plan:
                         "dead_on_arrival": d.dead_on_arrival,
                         "ear_tag_count": len(d.ear_tags),
                     },
+                    category="pork",
                 )
             )
+            p.ear_tags.extend(EarTagRow(tag, eid, d.lot, "received") for tag in dict.fromkeys(d.ear_tags))
             head = d.head_count + d.dead_on_arrival
             if d.from_lot:
                 p.edge(EdgeRow(d.from_lot, d.lot, eid, None, head, "intake"))
-            else:
-                p.codes.add(d.lot)
-                p.claims.append(ClaimRow(eid, d.quarantine_cert_number, d.lot, head))
+            # Every intake is a claim on its certificate (the certificate rules count them); only one
+            # without a from_lot is linked to the farm lot through it.
+            p.claims.append(ClaimRow(eid, d.quarantine_cert_number, d.lot, head, bool(d.from_lot), op, at))
 
         elif et == T.SLAUGHTER_ASF_TESTED:
             p.fact(
@@ -234,6 +252,8 @@ def plan(events: list[BaseModel]) -> Plan:
                         0,
                         None,
                         docs,
+                        category="pork",
+                        slaughtered_at=at,
                     )
                 )
                 p.edge(EdgeRow(d.lot, out.lot, eid, _kg(out.weight_kg), None, "transform"))
@@ -274,6 +294,7 @@ def plan(events: list[BaseModel]) -> Plan:
                         "base_code": d.base_code,
                         "harvested_at": d.harvested_at.isoformat(),
                     },
+                    category="produce",
                 )
             )
 

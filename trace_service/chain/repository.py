@@ -31,11 +31,12 @@ UPDATE lots l SET
     kind = c.kind, product_code = c.product_code, product_name = c.product_name, holder = c.holder,
     created_at = c.created_at, created_by_event = c.event_id, creator_type = c.event_type,
     kg_created = c.kg, head_created = c.head, origin_region = c.origin_region, documents = c.documents,
+    category = COALESCE(c.category, l.category), slaughtered_at = COALESCE(c.slaughtered_at, l.slaughtered_at),
     updated_at = now()
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::uuid[],
-            $8::text[], $9::numeric[], $10::int[], $11::text[], $12::jsonb[])
+            $8::text[], $9::numeric[], $10::int[], $11::text[], $12::jsonb[], $13::text[], $14::timestamptz[])
      AS c(id, kind, product_code, product_name, holder, created_at, event_id, event_type, kg, head, origin_region,
-          documents)
+          documents, category, slaughtered_at)
 WHERE l.id = c.id
   AND (l.created_by_event IS NULL OR (c.created_at, c.event_id) < (l.created_at, l.created_by_event))
 """
@@ -83,8 +84,15 @@ ON CONFLICT DO NOTHING
 """
 
 _CLAIMS = """
-INSERT INTO certificate_claims (event_id, number, batch_lot_id, head)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::int[])
+INSERT INTO certificate_claims (event_id, number, batch_lot_id, head, from_lot_given, operator, occurred_at)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::int[], $5::bool[], $6::text[], $7::timestamptz[])
+ON CONFLICT DO NOTHING
+"""
+
+_EAR_TAGS = """
+INSERT INTO ear_tags (tag, event_id, lot_id, role)
+SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::text[])
+ORDER BY 1, 2
 ON CONFLICT DO NOTHING
 """
 
@@ -93,20 +101,68 @@ _LINK_CLAIMS = """
 INSERT INTO edges (parent_id, child_id, event_id, head, kind)
 SELECT c.lot_id, cl.batch_lot_id, cl.event_id, cl.head, 'intake'
 FROM certificate_claims cl JOIN pig_certificates c ON c.number = cl.number
-WHERE cl.number = ANY($1::text[])
+WHERE cl.number = ANY($1::text[]) AND NOT cl.from_lot_given
 ORDER BY 1, 2, 3
 ON CONFLICT DO NOTHING
 RETURNING parent_id, child_id
 """
 
-# A received lot without a product of its own takes its parent's, one generation per pass.
-_INHERIT_PRODUCT = """
-UPDATE lots c SET product_code = COALESCE(c.product_code, p.product_code), product_name = p.product_name
-FROM edges e JOIN lots p ON p.id = e.parent_id
-WHERE e.child_id = c.id AND c.product_name IS NULL AND p.product_name IS NOT NULL
-  AND (c.id = ANY($1::bigint[]) OR p.id = ANY($1::bigint[]))
-  AND (c.product_code IS NULL OR c.product_code = p.product_code)
+# A received lot or a sale takes what it did not state from its parents: product, category (pork or
+# produce) and the earliest slaughter time. Aggregates over all parents keep it independent of order;
+# one generation per pass.
+_INHERIT = """
+WITH cand AS (
+    SELECT e.child_id AS id, min(p.product_code) AS product_code, min(p.product_name) AS product_name,
+           min(p.category) AS category, min(p.slaughtered_at) AS slaughtered_at
+    FROM edges e JOIN lots p ON p.id = e.parent_id
+    WHERE e.kind IN ('trade', 'sale') AND (e.child_id = ANY($1::bigint[]) OR e.parent_id = ANY($1::bigint[]))
+    GROUP BY e.child_id
+)
+UPDATE lots c SET
+    product_code = COALESCE(c.product_code, cand.product_code),
+    product_name = COALESCE(c.product_name, cand.product_name),
+    category = COALESCE(c.category, cand.category),
+    slaughtered_at = cand.slaughtered_at
+FROM cand
+WHERE c.id = cand.id AND c.kind IN ('received', 'sale')
+  AND (c.product_name IS DISTINCT FROM COALESCE(c.product_name, cand.product_name)
+       OR c.product_code IS DISTINCT FROM COALESCE(c.product_code, cand.product_code)
+       OR c.category IS DISTINCT FROM COALESCE(c.category, cand.category)
+       OR c.slaughtered_at IS DISTINCT FROM cand.slaughtered_at)
 RETURNING c.id
+"""
+
+# A stop that reaches downstream (positive ASF, failed test, a hold with scope downstream) stops every
+# descendant; a release lifts it. A lot's inherited stop is "some parent is stopped downstream or
+# inherits a stop", recomputed for the lots a batch touched and, when that changed for a lot, for all
+# of its descendants.
+_PASSES = "SELECT id, stop_down OR stop_inherited FROM lots WHERE id = ANY($1::bigint[])"
+
+_INHERIT_STOP = """
+UPDATE lots c SET
+    stop_inherited = s.inherited,
+    stopped_at = CASE WHEN c.stop_own THEN c.stopped_at ELSE s.since END
+FROM (
+    SELECT x.id,
+           COALESCE(bool_or(p.stop_down OR p.stop_inherited), false) AS inherited,
+           min(p.stopped_at) FILTER (WHERE p.stop_down OR p.stop_inherited) AS since
+    FROM unnest($1::bigint[]) AS x(id)
+    LEFT JOIN edges e ON e.child_id = x.id
+    LEFT JOIN lots p ON p.id = e.parent_id
+    GROUP BY x.id
+) s
+WHERE c.id = s.id AND (c.stop_inherited IS DISTINCT FROM s.inherited OR c.stopped_at IS DISTINCT FROM
+      CASE WHEN c.stop_own THEN c.stopped_at ELSE s.since END)
+RETURNING c.id
+"""
+
+_DESCENDANTS = """
+WITH RECURSIVE walk(id, depth) AS (
+    SELECT unnest($1::bigint[]), 0
+    UNION
+    SELECT e.child_id, w.depth + 1 FROM walk w JOIN edges e ON e.parent_id = w.id WHERE w.depth < $2
+)
+SELECT DISTINCT id FROM walk
 """
 
 _LOCK = "SELECT id FROM lots WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
@@ -150,6 +206,10 @@ f AS (
                WHERE f.fact = 'hold' OR (f.fact = 'test' AND f.result = 'fail')
                   OR (f.fact = 'asf' AND f.result = 'positive')
            ) AS last_stop,
+           max(f.occurred_at) FILTER (
+               WHERE (f.fact = 'hold' AND f.data->>'scope' = 'downstream') OR (f.fact = 'test' AND f.result = 'fail')
+                  OR (f.fact = 'asf' AND f.result = 'positive')
+           ) AS last_down_stop,
            max(f.occurred_at) FILTER (WHERE f.fact = 'release') AS last_release
     FROM lot_facts f JOIN t ON f.lot_id = t.id GROUP BY 1
 ),
@@ -166,7 +226,10 @@ calc AS (
                     ELSE 0 END AS kg_out,
            COALESCE(eo.head_intake, 0) + COALESCE(f.head_slaughtered, 0) + COALESCE(f.head_disposed, 0) AS head_out,
            l.created_by_event IS NULL AS unresolved,
-           f.last_stop IS NOT NULL AND (f.last_release IS NULL OR f.last_stop > f.last_release) AS stopped,
+           f.last_stop IS NOT NULL AND (f.last_release IS NULL OR f.last_stop > f.last_release) AS stop_own,
+           f.last_down_stop IS NOT NULL AND (f.last_release IS NULL OR f.last_down_stop > f.last_release) AS stop_down,
+           f.last_stop AS own_stopped_at,
+           l.stop_inherited,
            COALESCE(f.disposed, false) AS disposed
     FROM lots l JOIN t ON t.id = l.id
     LEFT JOIN e_out eo ON eo.id = l.id
@@ -176,9 +239,12 @@ calc AS (
 )
 UPDATE lots l SET
     kg_in = c.kg_in, head_in = c.head_in, kg_out = c.kg_out, head_out = c.head_out, kg_sold = c.kg_sold,
+    stop_own = COALESCE(c.stop_own, false), stop_down = COALESCE(c.stop_down, false),
+    stopped_at = CASE WHEN c.stop_own THEN c.own_stopped_at
+                      WHEN c.stop_inherited THEN l.stopped_at END,
     status = CASE
         WHEN c.unresolved THEN 'unresolved'
-        WHEN c.stopped THEN 'stopped'
+        WHEN c.stop_own OR c.stop_inherited THEN 'stopped'
         WHEN (c.kg_in > 0 AND c.kg_in - c.kg_out <= 0.001)
           OR (c.kg_in = 0 AND c.head_in > 0 AND c.head_in <= c.head_out)
             THEN CASE WHEN c.disposed THEN 'disposed' ELSE 'exhausted' END
@@ -232,6 +298,8 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> int:
                 [c.head for c in creations],
                 [c.origin_region for c in creations],
                 [_json(c.documents) for c in creations],
+                [c.category for c in creations],
+                [c.slaughtered_at for c in creations],
             ),
         )
     if plan.edges:
@@ -320,9 +388,22 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> int:
         cl = plan.claims
         await conn.exec_driver_sql(
             _CLAIMS,
-            ([x.event_id for x in cl], [x.number for x in cl], [ids[x.batch_lot] for x in cl], [x.head for x in cl]),
+            (
+                [x.event_id for x in cl],
+                [x.number for x in cl],
+                [ids[x.batch_lot] for x in cl],
+                [x.head for x in cl],
+                [x.from_lot_given for x in cl],
+                [x.operator for x in cl],
+                [x.occurred_at for x in cl],
+            ),
         )
         numbers.update(x.number for x in cl)
+    if plan.ear_tags:
+        et = plan.ear_tags
+        await conn.exec_driver_sql(
+            _EAR_TAGS, ([x.tag for x in et], [x.event_id for x in et], [ids[x.lot] for x in et], [x.role for x in et])
+        )
     if numbers:
         linked = await conn.exec_driver_sql(_LINK_CLAIMS, (sorted(numbers),))
         for r in _rows(linked):
@@ -332,15 +413,38 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> int:
     # before their ancestors did.
     frontier = sorted(touched)
     for _ in range(64):
-        changed = [r[0] for r in _rows(await conn.exec_driver_sql(_INHERIT_PRODUCT, (frontier,)))]
+        changed = [r[0] for r in _rows(await conn.exec_driver_sql(_INHERIT, (frontier,)))]
         if not changed:
             break
         frontier = changed
 
     order = sorted(touched)
     await conn.exec_driver_sql(_LOCK, (order,))
+    before = {r[0]: r[1] for r in _rows(await conn.exec_driver_sql(_PASSES, (order,)))}
     await conn.exec_driver_sql(_RECOMPUTE, (order,))
+    await _propagate_stops(conn, order, before)
     return len(order)
+
+
+async def _propagate_stops(conn: AsyncConnection, touched: list[int], before: dict[int, bool]) -> None:
+    await conn.exec_driver_sql(_INHERIT_STOP, (touched,))
+    after = {r[0]: r[1] for r in _rows(await conn.exec_driver_sql(_PASSES, (touched,)))}
+    flipped = sorted(i for i, passes in after.items() if passes != before.get(i, False))
+    if not flipped:
+        return
+    below = {r[0] for r in _rows(await conn.exec_driver_sql(_DESCENDANTS, (flipped, 50)))} - set(flipped)
+    if not below:
+        await conn.exec_driver_sql(_RECOMPUTE, (flipped,))
+        return
+    # Parents before children: repeat until nothing changes (bounded by the depth of the graph; a cycle
+    # in bad data cannot loop because a pass that changes nothing ends it).
+    ordered = sorted(below)
+    await conn.exec_driver_sql(_LOCK, (ordered,))
+    for _ in range(64):
+        changed = _rows(await conn.exec_driver_sql(_INHERIT_STOP, (ordered,)))
+        if not changed:
+            break
+    await conn.exec_driver_sql(_RECOMPUTE, (sorted(set(flipped) | below),))
 
 
 # -- reading -----------------------------------------------------------------------------------------
