@@ -18,6 +18,32 @@ class CodeSettings(CodePatterns, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRACE_CODE_", extra="ignore")
 
 
+class RuleSettings(BaseSettings):
+    """Thresholds of the integrity rules (domain.md), overridable as ``TRACE_RULE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="TRACE_RULE_", extra="ignore")
+
+    # Provinces of the 中南区 ASF zone whose slaughter pigs Guangdong admits; the home province.
+    zone_provinces: list[str] = ["44", "35", "36", "43", "45", "46"]
+    home_province: str = "44"
+    # Days a quarantine certificate stays valid after the day it was issued (0: the same day only).
+    cert_valid_days_a: int = Field(default=5, ge=0)
+    cert_valid_days_b: int = Field(default=0, ge=0)
+    cert_valid_days_product: int = Field(default=7, ge=0)
+    yield_min: float = Field(default=0.68, gt=0)
+    yield_max: float = Field(default=0.80, gt=0)
+    mass_balance_tolerance: float = Field(default=0.03, ge=0)
+    shipment_tolerance: float = Field(default=0.0, ge=0)
+    chilled_shelf_life_days: int = Field(default=7, ge=0)
+    # upstream_missing: how long a referenced lot may stay unresolved.
+    grace_seconds: int = Field(default=30 * 60, ge=0)
+    # Rules that judge an absence (no ASF result, no quality certificate) wait this long for late reports.
+    settle_seconds: float = Field(default=5.0, ge=0)
+    # How often the worker runs the due checks and the sweeper.
+    tick_seconds: float = Field(default=1.0, gt=0)
+    enabled: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRACE_", extra="ignore")
 
@@ -67,6 +93,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
 
     codes: CodeSettings = Field(default_factory=CodeSettings)
+    rules: RuleSettings = Field(default_factory=RuleSettings)
 
 
 def load_settings(**overrides: object) -> Settings:

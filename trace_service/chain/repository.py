@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -273,10 +274,20 @@ def _earliest(creations: Iterable[Creation]) -> list[Creation]:
     return list(best.values())
 
 
-async def apply_plan(conn: AsyncConnection, plan: Plan) -> int:
-    """Write a batch's projection; return the number of lots whose quantities were recomputed."""
+@dataclass
+class Applied:
+    """What a batch did to the graph, for the rules: lot ids by code, the lots recomputed, and the lots
+    whose stop changed (themselves or inherited)."""
+
+    ids: dict[str, int] = field(default_factory=dict)
+    touched: list[int] = field(default_factory=list)
+    stop_changed: set[int] = field(default_factory=set)
+
+
+async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
+    """Write a batch's projection."""
     if not plan.codes:
-        return 0
+        return Applied()
     rows = await conn.exec_driver_sql(_ENSURE_LOTS, (sorted(plan.codes),))
     ids: dict[str, int] = {r[1]: r[0] for r in _rows(rows)}
     touched: set[int] = set(ids.values())
@@ -422,20 +433,20 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> int:
     await conn.exec_driver_sql(_LOCK, (order,))
     before = {r[0]: r[1] for r in _rows(await conn.exec_driver_sql(_PASSES, (order,)))}
     await conn.exec_driver_sql(_RECOMPUTE, (order,))
-    await _propagate_stops(conn, order, before)
-    return len(order)
+    stop_changed = await _propagate_stops(conn, order, before)
+    return Applied(ids=ids, touched=order, stop_changed=stop_changed)
 
 
-async def _propagate_stops(conn: AsyncConnection, touched: list[int], before: dict[int, bool]) -> None:
+async def _propagate_stops(conn: AsyncConnection, touched: list[int], before: dict[int, bool]) -> set[int]:
     await conn.exec_driver_sql(_INHERIT_STOP, (touched,))
     after = {r[0]: r[1] for r in _rows(await conn.exec_driver_sql(_PASSES, (touched,)))}
     flipped = sorted(i for i, passes in after.items() if passes != before.get(i, False))
     if not flipped:
-        return
+        return set()
     below = {r[0] for r in _rows(await conn.exec_driver_sql(_DESCENDANTS, (flipped, 50)))} - set(flipped)
     if not below:
         await conn.exec_driver_sql(_RECOMPUTE, (flipped,))
-        return
+        return set(flipped)
     # Parents before children: repeat until nothing changes (bounded by the depth of the graph; a cycle
     # in bad data cannot loop because a pass that changes nothing ends it).
     ordered = sorted(below)
@@ -445,6 +456,7 @@ async def _propagate_stops(conn: AsyncConnection, touched: list[int], before: di
         if not changed:
             break
     await conn.exec_driver_sql(_RECOMPUTE, (sorted(set(flipped) | below),))
+    return set(flipped) | below
 
 
 # -- reading -----------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, Re
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from trace_service.alerts import engine as alert_engine
+from trace_service.alerts.relay import relay_outbox
 from trace_service.contract.events import Catalogue, build_catalogue
 from trace_service.db.engine import create_engine
 from trace_service.kafka import ensure_topics, producer_options
@@ -110,19 +112,43 @@ class Worker:
             if ready is not None:
                 ready.set()
             log.info("worker_started", topic=s.topic_events, group=s.consumer_group)
+            loop = asyncio.get_running_loop()
+            next_tick = loop.time()
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=s.worker_poll_timeout_ms, max_records=s.worker_max_records)
-                if not batch:
-                    continue
-                await self._handle(consumer, producer, batch)
+                if batch:
+                    outcome = await self._handle(consumer, producer, batch)
+                    if outcome.alerts_changed:
+                        await self._relay(producer)
+                if s.rules.enabled and loop.time() >= next_tick:
+                    next_tick = loop.time() + s.rules.tick_seconds
+                    await self._tick(producer)
         finally:
             await consumer.stop()
             await producer.stop()
             log.info("worker_stopped", batches=self.batches, applied=self.applied)
 
+    async def _tick(self, producer: AIOKafkaProducer) -> None:
+        """Due absence checks, the upstream_missing sweeper, and any outbox rows left behind."""
+
+        async def run() -> list[str]:
+            async with self.engine.begin() as conn:
+                return await alert_engine.tick(conn, self.settings.rules)
+
+        await _retry("alert_tick", run, self.settings.worker_max_db_retries, _transient)
+        await self._relay(producer)
+
+    async def _relay(self, producer: AIOKafkaProducer) -> None:
+        await _retry(
+            "relay_alerts",
+            lambda: relay_outbox(self.engine, producer, self.settings.topic_alerts),
+            10,
+            lambda e: isinstance(e, KafkaError | OSError) or _transient(e),
+        )
+
     async def _handle(
         self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, batch: dict[Any, list[Any]]
-    ) -> None:
+    ) -> BatchOutcome:
         s = self.settings
         records = [
             Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()))
@@ -131,7 +157,9 @@ class Worker:
         ]
         outcome: BatchOutcome = await _retry(
             "apply_batch",
-            lambda: apply_batch(self.engine, self.catalogue, records, future_skew_seconds=s.future_skew_seconds),
+            lambda: apply_batch(
+                self.engine, self.catalogue, records, future_skew_seconds=s.future_skew_seconds, rules=s.rules
+            ),
             s.worker_max_db_retries,
             _transient,
         )
@@ -168,6 +196,7 @@ class Worker:
                 operator=d.operator,
                 reason=d.code,
             )
+        return outcome
 
     async def _publish_dead(self, producer: AIOKafkaProducer, dead: list[Dead]) -> None:
         futures = []

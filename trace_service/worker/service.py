@@ -9,9 +9,12 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from trace_service.alerts import engine as engine_
+from trace_service.alerts import repository as alerts_repo
 from trace_service.chain import projection
 from trace_service.chain import repository as chain
 from trace_service.contract.events import Catalogue
+from trace_service.settings import RuleSettings
 from trace_service.worker import repository as repo
 from trace_service.worker.decode import Dead, Decoded, Position, conflicting, decode
 
@@ -34,6 +37,7 @@ class BatchOutcome:
     duplicates: int = 0
     dead: list[Dead] = field(default_factory=list)
     lots_touched: int = 0
+    alerts_changed: list[str] = field(default_factory=list)
 
 
 def plan(
@@ -66,7 +70,12 @@ def plan(
 
 
 async def apply_batch(
-    engine: AsyncEngine, catalogue: Catalogue, records: Sequence[Record], *, future_skew_seconds: int
+    engine: AsyncEngine,
+    catalogue: Catalogue,
+    records: Sequence[Record],
+    *,
+    future_skew_seconds: int,
+    rules: RuleSettings | None = None,
 ) -> BatchOutcome:
     decoded, dead = plan(catalogue, records, future_skew_seconds=future_skew_seconds)
     outcome = BatchOutcome()
@@ -83,7 +92,17 @@ async def apply_batch(
         await repo.clear_intake(conn, [d.event.event_id for d in decoded])  # type: ignore[attr-defined]
         # Only events stored for the first time change the graph: a redelivered batch is a no-op.
         fresh = [d.event for d in decoded if d.event.event_id in new_ids]  # type: ignore[attr-defined]
-        outcome.lots_touched = await chain.apply_plan(conn, projection.plan(fresh))
+        graph_plan = projection.plan(fresh)
+        applied = await chain.apply_plan(conn, graph_plan)
+        outcome.lots_touched = len(applied.touched)
+        if rules is not None and rules.enabled:
+            conflicts = [
+                (d.event_id, d.operator, d.position.topic, d.position.partition, d.position.offset)
+                for d in dead
+                if d.code == "conflicting_duplicate" and d.event_id is not None
+            ]
+            findings = await engine_.judge_batch(conn, graph_plan, fresh, applied, conflicts, rules)
+            outcome.alerts_changed = await alerts_repo.write_findings(conn, findings)
         await repo.insert_dead_letters(conn, dead)
     outcome.applied = [d.event.event_id for d in decoded if d.event.event_id in new_ids]  # type: ignore[attr-defined]
     outcome.dead = dead

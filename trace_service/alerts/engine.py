@@ -1,0 +1,138 @@
+"""Running the rules: on each batch inside its transaction, and on the worker's tick for the rules that
+judge an absence (after the settle delay) and for upstream_missing (after the grace period)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from trace_service.alerts import facts, rules
+from trace_service.alerts import repository as repo
+from trace_service.alerts.models import Finding
+from trace_service.chain.projection import Plan
+from trace_service.chain.repository import Applied
+from trace_service.settings import RuleSettings
+
+RELEASE_CHECK = "release"
+TICK_LOCK = 7_346_222
+
+
+async def judge_batch(
+    conn: AsyncConnection,
+    plan: Plan,
+    fresh: Sequence[BaseModel],
+    applied: Applied,
+    conflicts: Sequence[tuple[uuid.UUID, str | None, str, int, int]],
+    s: RuleSettings,
+) -> list[Finding]:
+    """Findings of the integrity rules about what this batch changed."""
+    findings: list[Finding] = []
+    ids = applied.ids
+    at_of = {ev.event_id: ev.occurred_at for ev in fresh}  # type: ignore[attr-defined]
+
+    findings += rules.ear_tag_reused(await facts.tag_uses(conn, sorted({t.tag for t in plan.ear_tags})))
+
+    numbers = sorted({c.number for c in plan.certificates} | {c.number for c in plan.claims})
+    certs, claims = await facts.certificates(conn, numbers)
+    findings += rules.certificate_rules(certs, claims, s)
+
+    findings += rules.batch_rules(await facts.batches(conn, applied.touched), s)
+
+    # Shipments out of carcass lots wait for late ASF results and certificates: queue their checks.
+    carcass_new = [ids[c.code] for c in plan.creations if c.kind == "carcass"]
+    sources = {ids[x.lot] for x in plan.shipment_lines} | {ids[e.parent] for e in plan.edges if e.kind == "trade"}
+    batch_events = [ev.event_id for ev in fresh]  # type: ignore[attr-defined]
+    checks = await facts.carcass_outflows(conn, sorted(sources - set(carcass_new)), batch_events)
+    checks += await facts.carcass_outflows(conn, carcass_new, None)
+    await queue_checks(conn, checks, s)
+
+    stop_items = [
+        (
+            f.lot,
+            f.fact,
+            f.data.get("test"),
+            f.data.get("value"),
+            _operator(fresh, f.event_id),
+            f.occurred_at,
+            f.event_id,
+        )
+        for f in plan.facts
+        if (f.fact == "asf" and f.result == "positive") or (f.fact == "test" and f.result == "fail")
+    ]
+    findings += rules.stop_rules(await facts.stops(conn, stop_items))
+
+    trading = sources | {ids[e.parent] for e in plan.edges if e.kind == "sale"} | applied.stop_changed
+    findings += rules.stopped_lot_traded(await facts.outflows(conn, sorted(trading)))
+
+    uses: dict[str, tuple[datetime, uuid.UUID]] = {}
+
+    def use(code: str, at: datetime, event_id: uuid.UUID) -> None:
+        if code not in uses or at < uses[code][0]:
+            uses[code] = (at, event_id)
+
+    for f in plan.facts:
+        use(f.lot, f.occurred_at, f.event_id)
+    for line in plan.shipment_lines:
+        use(line.lot, at_of[line.event_id], line.event_id)
+    for e in plan.edges:
+        use(e.parent, at_of[e.event_id], e.event_id)
+    created = {c.code for c in plan.creations}
+    findings += rules.lot_rules(await facts.lot_states(conn, applied.touched, uses, created), s)
+
+    keys = sorted({x.voucher_key for x in plan.shipment_lines} | {e.voucher_key for e in plan.edges if e.voucher_key})
+    findings += rules.shipment_mismatch(await facts.vouchers(conn, keys), s)
+
+    findings += rules.conflicting_duplicates(list(conflicts))
+    return findings
+
+
+def _operator(fresh: Sequence[BaseModel], event_id: uuid.UUID) -> str:
+    for ev in fresh:
+        if ev.event_id == event_id:  # type: ignore[attr-defined]
+            return str(ev.operator)  # type: ignore[attr-defined]
+    return ""
+
+
+async def queue_checks(conn: AsyncConnection, checks: list[dict[str, Any]], s: RuleSettings) -> None:
+    if not checks:
+        return
+    due = datetime.now(UTC) + timedelta(seconds=s.settle_seconds)
+    await conn.exec_driver_sql(
+        """INSERT INTO pending_checks (rule, subject_code, due_at, data)
+           SELECT $1, * FROM unnest($2::text[], $3::timestamptz[], $4::jsonb[]) ORDER BY 1
+           ON CONFLICT (rule, subject_code) DO NOTHING""",
+        (
+            RELEASE_CHECK,
+            [f"{c['carcass']}/{c['event_id']}" for c in checks],
+            [due] * len(checks),
+            [orjson.dumps(c).decode() for c in checks],
+        ),
+    )
+
+
+async def tick(conn: AsyncConnection, s: RuleSettings) -> list[str]:
+    """Due checks and the sweeper, by one worker at a time; returns the alerts created or changed."""
+    locked: list[Any] = list(await conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock($1)", (TICK_LOCK,)))
+    if not locked or not locked[0][0]:
+        return []
+    due: list[Any] = list(
+        await conn.exec_driver_sql(
+            """DELETE FROM pending_checks WHERE (rule, subject_code) IN (
+                   SELECT rule, subject_code FROM pending_checks WHERE due_at <= now()
+                   ORDER BY due_at LIMIT 500 FOR UPDATE SKIP LOCKED)
+               RETURNING rule, data::text"""
+        )
+    )
+    checks = [orjson.loads(row[1]) for row in due if row[0] == RELEASE_CHECK]
+    findings = rules.release_rules(await facts.release_facts(conn, checks), s)
+    findings += rules.upstream_missing(await facts.unresolved_due(conn, s.grace_seconds), datetime.now(UTC), s)
+    changed = await repo.write_findings(conn, findings)
+    resolved = await facts.resolve_upstream_found(conn)
+    await repo.publish(conn, resolved)
+    return changed + resolved
