@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from tests.support import Actors
 from trace_service.api.app import create_app
 from trace_service.db.engine import migrate
-from trace_service.settings import Settings
+from trace_service.settings import RuleSettings, Settings
 
 ADMIN_TOKEN = "test-admin-" + secrets.token_hex(16)
 PEPPER = secrets.token_hex(16)
@@ -164,6 +164,8 @@ def make_settings(database_url: str, bootstrap: str, **over: object) -> Settings
         "db_pool_size": 5,
         "log_format": "console",
         "log_level": "warning",
+        # Absence rules wait 2 s for late reports; unresolved lots alert after 3 s; the tick runs often.
+        "rules": RuleSettings(settle_seconds=2.0, grace_seconds=3, tick_seconds=0.2),
     }
     values.update(over)
     return Settings(**values)  # type: ignore[arg-type]

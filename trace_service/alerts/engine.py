@@ -67,7 +67,10 @@ async def judge_batch(
     ]
     findings += rules.stop_rules(await facts.stops(conn, stop_items))
 
-    trading = sources | {ids[e.parent] for e in plan.edges if e.kind == "sale"} | applied.stop_changed
+    # A trade after a stop, whichever arrived first: the lots traded in this batch, and every lot whose
+    # stop this batch changed (its own or inherited).
+    trading = sources | {ids[e.parent] for e in plan.edges if e.kind == "sale"} | set(applied.touched)
+    trading |= applied.stop_changed
     findings += rules.stopped_lot_traded(await facts.outflows(conn, sorted(trading)))
 
     uses: dict[str, tuple[datetime, uuid.UUID]] = {}

@@ -10,6 +10,8 @@ from fastapi import FastAPI
 
 from trace_service import __version__
 from trace_service.access.endpoints import router as access_router
+from trace_service.alerts.endpoints import router as alerts_router
+from trace_service.alerts.service import AlertStream
 from trace_service.api.errors import install_error_handlers
 from trace_service.api.health import router as health_router
 from trace_service.api.limits import BodyLimit
@@ -36,12 +38,14 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.engine = engine
         app.state.publisher = publisher
         app.state.intake = IntakeService(settings, engine, publisher, catalogue)
+        app.state.alert_stream = AlertStream(engine)
         if not settings.key_pepper.get_secret_value():
             log.warning("key_pepper_unset", hint="set TRACE_KEY_PEPPER so stored key hashes are keyed")
         log.info("api_started", version=__version__)
         try:
             yield
         finally:
+            await app.state.alert_stream.close()
             await publisher.close()
             await engine.dispose()
             log.info("api_stopped")
@@ -58,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ingest_router)
     app.include_router(access_router)
     app.include_router(chain_router)
+    app.include_router(alerts_router)
     app.include_router(public_router)
     app.include_router(codes_router)
     return app

@@ -8,8 +8,10 @@ event ids carry a tag, so the same chain can be replayed many times into one dat
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,69 @@ _NUMBER_KEYS = {"voucher_number", "number", "asf_report"}
 
 
 def load(name: str, folder: Path = SCENARIOS) -> dict[str, Any]:
+    """A scenario by name (``pig_chain``, ``faults/asf_positive``); a faulty twin is resolved against its base."""
     data: dict[str, Any] = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+    if "base" in data:
+        base = load(data["base"], folder)
+        data = {**base, **{k: v for k, v in data.items() if k not in ("base", "changes")}, "base": data["base"],
+                "events": apply_changes(base["events"], data.get("changes", [])),
+                "operators": base["operators"] + data.get("operators", [])}  # fmt: skip
     return data
+
+
+def _path_set(node: Any, path: str, value: Any, *, drop: bool = False) -> None:
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    last = parts[-1]
+    if drop:
+        del node[last]
+    elif isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def _shift(node: Any, delta: timedelta) -> Any:
+    if isinstance(node, dict):
+        return {k: _shift(v, delta) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_shift(v, delta) for v in node]
+    if isinstance(node, str) and len(node) >= 20 and node[4:5] == "-" and "T" in node:
+        try:
+            moment = datetime.fromisoformat(node)
+        except ValueError:
+            return node
+        if moment.tzinfo is not None:
+            return (moment + delta).isoformat()
+    return node
+
+
+def apply_changes(events: list[dict[str, Any]], changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The faulty twin of a stream. Events are named by their index in the base stream.
+
+    ``set`` / ``drop`` a field (dotted path inside the event), ``remove`` events, ``keep`` only the first
+    N, ``shift`` every time of some events by days, ``add`` a new event at the end.
+    """
+    out = [copy.deepcopy(e) for e in events]
+    removed: set[int] = set()
+    added: list[dict[str, Any]] = []
+    for ch in changes:
+        op = ch["op"]
+        if op in ("set", "drop"):
+            _path_set(out[ch["event"]], ch["path"], ch.get("value"), drop=op == "drop")
+        elif op == "remove":
+            removed.update(ch["events"])
+        elif op == "keep":
+            removed.update(range(ch["first"], len(out)))
+        elif op == "shift":
+            for i in ch["events"]:
+                out[i] = _shift(out[i], timedelta(days=ch["days"]))
+        elif op == "add":
+            added.append(ch["event"])
+        else:
+            raise ValueError(f"unknown change {op!r}")
+    return [e for i, e in enumerate(out) if i not in removed] + added
 
 
 def _collect(node: Any, lots: set[str], numbers: set[str]) -> None:
@@ -37,6 +100,20 @@ def _collect(node: Any, lots: set[str], numbers: set[str]) -> None:
     elif isinstance(node, list):
         for item in node:
             _collect(item, lots, numbers)
+
+
+def _ear_tags(node: Any) -> list[str]:
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "ear_tags" and isinstance(value, list):
+                found.extend(v for v in value if isinstance(v, str))
+            else:
+                found.extend(_ear_tags(value))
+    elif isinstance(node, list):
+        for item in node:
+            found.extend(_ear_tags(item))
+    return found
 
 
 def _replace(node: Any, mapping: dict[str, str]) -> Any:
@@ -58,6 +135,10 @@ def instantiate(scenario: dict[str, Any], tag: str) -> dict[str, Any]:
     _collect(scenario["events"], lots, numbers)
     _collect(scenario.get("expect", {}), lots, numbers)
     mapping = {op["code"]: op["code"] + tag for op in scenario["operators"]}
+    # Ear tags are never reused: each replay gets its own serials (region kept, serial derived from the tag).
+    for tag_code in _ear_tags(scenario["events"]):
+        serial = int(hashlib.sha256(f"{tag_code}/{tag}".encode()).hexdigest(), 16) % 10**8
+        mapping[tag_code] = f"{tag_code[:7]}{serial:08d}"
     mapping |= {code: code + tag for code in lots}
     mapping |= {n: f"{n}-{tag}" for n in numbers}
     out = copy.deepcopy(scenario)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trace_service.access import service as access
 from trace_service.access.models import Principal, Role
+from trace_service.alerts import repository as alerts_repo
 from trace_service.contract.events import Catalogue, canonical_bytes, describe_errors, fingerprint
 from trace_service.errors import (
     BadRequest,
@@ -207,7 +208,9 @@ class IntakeService:
                 found = await repo.statuses(conn, ids)
             done = all(found.get(i, {}).get("status") in ("applied", "rejected") for i in ids)
             if done or loop.time() >= deadline:
-                return [self._status_body(i, found.get(i)) for i in ids], done
+                async with self._engine.connect() as conn:
+                    raised = await alerts_repo.alerts_of_events(conn, ids)
+                return [self._status_body(i, found.get(i), raised.get(i, [])) for i in ids], done
             await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
             pause = min(pause * 1.5, 0.2)
 
@@ -221,7 +224,8 @@ class IntakeService:
                 if scope is None or row["operator"] not in scope:
                     # Do not reveal that another operator's event exists.
                     raise NotFound(f"no event {event_id}")
-        return self._status_body(event_id, row)
+            raised = await alerts_repo.alerts_of_events(conn, [event_id])
+        return self._status_body(event_id, row, raised.get(event_id, []))
 
     async def dead_letters(
         self, principal: Principal, *, cursor: str | None, code: str | None, limit: int
@@ -263,12 +267,12 @@ class IntakeService:
         return {"items": items, "next_cursor": next_cursor}
 
     @staticmethod
-    def _status_body(event_id: uuid.UUID, row: dict[str, Any] | None) -> dict[str, Any]:
+    def _status_body(event_id: uuid.UUID, row: dict[str, Any] | None, alerts: list[Any]) -> dict[str, Any]:
         body: dict[str, Any] = {"event_id": str(event_id), "status": row["status"] if row else "accepted"}
         if row and row["status"] == "rejected":
             body["reason"] = row["reason"]
             body["message"] = row["message"]
-        body["alerts"] = []
+        body["alerts"] = alerts
         return body
 
     def _db_down(self, exc: BaseException) -> DependencyDown:

@@ -1,0 +1,102 @@
+"""HTTP endpoints of the alert queue and its live stream (Server-Sent Events)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from trace_service.access import service as access
+from trace_service.access.http import CurrentPrincipal, UnitOfWork
+from trace_service.access.models import Role
+from trace_service.alerts import service
+from trace_service.alerts.service import AlertStream
+
+router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
+
+AlertId = Annotated[str, Path(pattern=r"^al_[0-9a-f]{24}$")]
+HEARTBEAT_SECONDS = 15.0
+
+
+class Note(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: Annotated[str, Field(max_length=2000)] | None = None
+
+
+@router.get("")
+async def list_alerts(
+    principal: CurrentPrincipal,
+    conn: UnitOfWork,
+    status: Literal["open", "acknowledged", "resolved"] | None = None,
+    severity: Literal["info", "warning", "critical"] | None = None,
+    rule: Annotated[str | None, Query(pattern=r"^[a-z_]{3,40}$")] = None,
+    operator: Annotated[str | None, Query(pattern=r"^[0-9A-Z]{6,20}$")] = None,
+    since: Annotated[datetime | None, Query(description="changed at or after (RFC 3339 with offset)")] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Any:
+    """The alert queue, newest first, paged with ``next_cursor``."""
+    return await service.list_alerts(
+        conn, principal, status=status, severity=severity, rule=rule, operator=operator, since=since,
+        cursor=cursor, limit=limit,
+    )  # fmt: skip
+
+
+@router.get("/stream", responses={200: {"content": {"text/event-stream": {}}}})
+async def stream(
+    request: Request,
+    principal: CurrentPrincipal,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: one ``alert`` event per new or changed alert; ``Last-Event-ID`` resumes."""
+    access.require(principal, Role.ADMIN, Role.REGULATOR)
+    hub: AlertStream = request.app.state.alert_stream
+    resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+
+    async def events() -> AsyncIterator[bytes]:
+        yield b"retry: 3000\n: connected\n\n"
+        source = hub.subscribe(resume).__aiter__()
+        pending: asyncio.Task[tuple[int, str]] | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(source.__anext__())
+                done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT_SECONDS)
+                if not done:
+                    yield b": keep-alive\n\n"
+                    continue
+                row_id, payload = pending.result()
+                pending = None
+                yield f"id: {row_id}\nevent: alert\ndata: {payload}\n\n".encode()
+        finally:
+            if pending is not None:
+                pending.cancel()
+            await source.aclose()  # type: ignore[attr-defined]
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+
+
+@router.get("/{alert_id}")
+async def read_alert(alert_id: AlertId, principal: CurrentPrincipal, conn: UnitOfWork) -> Any:
+    return await service.read_alert(conn, principal, alert_id)
+
+
+@router.post("/{alert_id}/acknowledge")
+async def acknowledge(
+    alert_id: AlertId, principal: CurrentPrincipal, conn: UnitOfWork, body: Note | None = None
+) -> Any:
+    """Record that a regulator has seen the alert (who, when, a note)."""
+    return await service.change_status(conn, principal, alert_id, "acknowledged", body.note if body else None)
+
+
+@router.post("/{alert_id}/resolve")
+async def resolve(alert_id: AlertId, principal: CurrentPrincipal, conn: UnitOfWork, body: Note | None = None) -> Any:
+    """Close the alert (who, when, a note). New evidence for the same finding re-opens it."""
+    return await service.change_status(conn, principal, alert_id, "resolved", body.note if body else None)
