@@ -23,6 +23,7 @@ from trace_service.db.engine import create_engine
 from trace_service.ingest.endpoints import router as ingest_router
 from trace_service.ingest.publisher import EventPublisher
 from trace_service.ingest.service import IntakeService
+from trace_service.market.endpoints import router as market_router
 from trace_service.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -63,6 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(access_router)
     app.include_router(chain_router)
     app.include_router(alerts_router)
+    app.include_router(market_router)
     app.include_router(public_router)
     app.include_router(codes_router)
     return app

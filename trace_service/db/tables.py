@@ -373,4 +373,71 @@ class PendingCheck(SQLModel, table=True):
     data: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False, server_default="{}"))
 
 
+class MarketDaily(SQLModel, table=True):
+    """Market supply figures of one reporting operator, product and local day (Asia/Shanghai): sums of the
+    events, so they do not depend on the order the events arrive in. Markets are rolled up at query time
+    (a tenant's figures count for its parent)."""
+
+    __tablename__ = "market_daily"
+
+    operator: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    product_code: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    day: date = Field(sa_column=sa.Column(sa.Date, primary_key=True))
+    kg_received: Decimal = Field(sa_column=sa.Column(KG, nullable=False, server_default="0"))
+    kg_sold: Decimal = Field(sa_column=sa.Column(KG, nullable=False, server_default="0"))
+    # Sum of kg x unit price of the retail sales: the day's average price is sales_amount / kg_sold.
+    sales_amount: Decimal = Field(sa_column=sa.Column(sa.Numeric(20, 6), nullable=False, server_default="0"))
+    sale_count: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    head: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+
+    __table_args__ = (sa.Index("ix_market_daily_day_product", "day", "product_code"),)
+
+
+class MarketHourly(SQLModel, table=True):
+    """Receipts and slaughtered heads by local hour, so that a day in progress can be compared with the
+    same hours of the baseline days."""
+
+    __tablename__ = "market_hourly"
+
+    operator: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    product_code: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    day: date = Field(sa_column=sa.Column(sa.Date, primary_key=True))
+    hour: int = Field(sa_column=sa.Column(sa.SmallInteger, primary_key=True))
+    kg_received: Decimal = Field(sa_column=sa.Column(KG, nullable=False, server_default="0"))
+    head: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+
+    __table_args__ = (sa.Index("ix_market_hourly_day_product", "day", "product_code"),)
+
+
+class MarketPending(SQLModel, table=True):
+    """Market figures of events whose product is not known yet (a sale of a lot whose receipt has not
+    arrived): counted the moment the product is known."""
+
+    __tablename__ = "market_pending"
+
+    event_id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), primary_key=True))
+    seq: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True))
+    operator: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    day: date = Field(sa_column=sa.Column(sa.Date, nullable=False))
+    hour: int = Field(sa_column=sa.Column(sa.SmallInteger, nullable=False))
+    lot: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    alt_lot: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    kg_received: Decimal = Field(sa_column=sa.Column(KG, nullable=False, server_default="0"))
+    kg_sold: Decimal = Field(sa_column=sa.Column(KG, nullable=False, server_default="0"))
+    sales_amount: Decimal = Field(sa_column=sa.Column(sa.Numeric(20, 6), nullable=False, server_default="0"))
+    sale_count: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    head: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    created_at: datetime = _ts()
+
+
+class MarketSweep(SQLModel, table=True):
+    """Clock-driven judgements of the market rules already made: a day through an hour (24: the whole day)."""
+
+    __tablename__ = "market_sweeps"
+
+    day: date = Field(sa_column=sa.Column(sa.Date, primary_key=True))
+    through_hour: int = Field(sa_column=sa.Column(sa.SmallInteger, primary_key=True))
+    swept_at: datetime = _ts()
+
+
 metadata = SQLModel.metadata

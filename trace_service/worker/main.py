@@ -18,10 +18,12 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trace_service.alerts import engine as alert_engine
+from trace_service.alerts import repository as alerts_repo
 from trace_service.alerts.relay import relay_outbox
 from trace_service.contract.events import Catalogue, build_catalogue
 from trace_service.db.engine import create_engine
 from trace_service.kafka import ensure_topics, producer_options
+from trace_service.market import service as market
 from trace_service.settings import Settings
 from trace_service.worker.decode import Dead
 from trace_service.worker.service import BatchOutcome, Record, apply_batch
@@ -120,7 +122,7 @@ class Worker:
                     outcome = await self._handle(consumer, producer, batch)
                     if outcome.alerts_changed:
                         await self._relay(producer)
-                if s.rules.enabled and loop.time() >= next_tick:
+                if loop.time() >= next_tick:
                     next_tick = loop.time() + s.rules.tick_seconds
                     await self._tick(producer)
         finally:
@@ -133,7 +135,10 @@ class Worker:
 
         async def run() -> list[str]:
             async with self.engine.begin() as conn:
-                return await alert_engine.tick(conn, self.settings.rules)
+                changed = await alert_engine.tick(conn, self.settings.rules) if self.settings.rules.enabled else []
+                # Market rules that judge on the clock: settled hours, finished days, silent markets.
+                changed += await alerts_repo.write_findings(conn, await market.sweep(conn, self.settings))
+                return changed
 
         await _retry("alert_tick", run, self.settings.worker_max_db_retries, _transient)
         await self._relay(producer)
@@ -158,7 +163,7 @@ class Worker:
         outcome: BatchOutcome = await _retry(
             "apply_batch",
             lambda: apply_batch(
-                self.engine, self.catalogue, records, future_skew_seconds=s.future_skew_seconds, rules=s.rules
+                self.engine, self.catalogue, records, future_skew_seconds=s.future_skew_seconds, settings=s
             ),
             s.worker_max_db_retries,
             _transient,

@@ -11,10 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trace_service.alerts import engine as engine_
 from trace_service.alerts import repository as alerts_repo
+from trace_service.alerts.models import Finding
 from trace_service.chain import projection
 from trace_service.chain import repository as chain
 from trace_service.contract.events import Catalogue
-from trace_service.settings import RuleSettings
+from trace_service.market import service as market
+from trace_service.settings import Settings
 from trace_service.worker import repository as repo
 from trace_service.worker.decode import Dead, Decoded, Position, conflicting, decode
 
@@ -75,7 +77,7 @@ async def apply_batch(
     records: Sequence[Record],
     *,
     future_skew_seconds: int,
-    rules: RuleSettings | None = None,
+    settings: Settings | None = None,
 ) -> BatchOutcome:
     decoded, dead = plan(catalogue, records, future_skew_seconds=future_skew_seconds)
     outcome = BatchOutcome()
@@ -95,14 +97,18 @@ async def apply_batch(
         graph_plan = projection.plan(fresh)
         applied = await chain.apply_plan(conn, graph_plan)
         outcome.lots_touched = len(applied.touched)
-        if rules is not None and rules.enabled:
+        findings: list[Finding] = []
+        if settings is not None and settings.rules.enabled:
             conflicts = [
                 (d.event_id, d.operator, d.position.topic, d.position.partition, d.position.offset)
                 for d in dead
                 if d.code == "conflicting_duplicate" and d.event_id is not None
             ]
-            findings = await engine_.judge_batch(conn, graph_plan, fresh, applied, conflicts, rules)
-            outcome.alerts_changed = await alerts_repo.write_findings(conn, findings)
+            findings += await engine_.judge_batch(conn, graph_plan, fresh, applied, conflicts, settings.rules)
+        if settings is not None:
+            # Daily market figures (sums of the fresh events only) and the market rules on the cells touched.
+            findings += await market.apply(conn, fresh, settings)
+        outcome.alerts_changed = await alerts_repo.write_findings(conn, findings)
         await repo.insert_dead_letters(conn, dead)
     outcome.applied = [d.event.event_id for d in decoded if d.event.event_id in new_ids]  # type: ignore[attr-defined]
     outcome.dead = dead
