@@ -20,6 +20,9 @@ from trace_service.chain.repository import Applied
 from trace_service.settings import RuleSettings
 
 RELEASE_CHECK = "release"
+LOT_CHECK = "lot"
+CERTIFICATE_CHECK = "certificate"
+VOUCHER_CHECK = "voucher"
 TICK_LOCK = 7_346_222
 
 
@@ -41,6 +44,11 @@ async def judge_batch(
     numbers = sorted({c.number for c in plan.certificates} | {c.number for c in plan.claims})
     certs, claims = await facts.certificates(conn, numbers)
     findings += rules.certificate_rules(certs, claims, s)
+    # Findings that a later report can undo (a second intake on the certificate, the seller's own
+    # shipment, a voucher's missing line) are judged again after the settle delay, only if they hold now.
+    deferred: list[tuple[str, str]] = [
+        (CERTIFICATE_CHECK, str(f.evidence["certificate"])) for f in rules.certificate_head_counts(certs, claims)
+    ]
 
     findings += rules.batch_rules(await facts.batches(conn, applied.touched), s)
 
@@ -86,10 +94,13 @@ async def judge_batch(
     for e in plan.edges:
         use(e.parent, at_of[e.event_id], e.event_id)
     created = {c.code for c in plan.creations}
-    findings += rules.lot_rules(await facts.lot_states(conn, applied.touched, uses, created), s)
+    states = await facts.lot_states(conn, applied.touched, uses, created)
+    findings += rules.lot_rules(states, s)
+    deferred += [(LOT_CHECK, f.subject_code) for f in rules.mass_balance(states, s)]
 
     keys = sorted({x.voucher_key for x in plan.shipment_lines} | {e.voucher_key for e in plan.edges if e.voucher_key})
-    findings += rules.shipment_mismatch(await facts.vouchers(conn, keys), s)
+    deferred += [(VOUCHER_CHECK, f.subject_code) for f in rules.shipment_mismatch(await facts.vouchers(conn, keys), s)]
+    await queue_subjects(conn, deferred, s)
 
     findings += rules.conflicting_duplicates(list(conflicts))
     return findings
@@ -119,6 +130,19 @@ async def queue_checks(conn: AsyncConnection, checks: list[dict[str, Any]], s: R
     )
 
 
+async def queue_subjects(conn: AsyncConnection, subjects: list[tuple[str, str]], s: RuleSettings) -> None:
+    if not subjects:
+        return
+    due = datetime.now(UTC) + timedelta(seconds=s.settle_seconds)
+    unique = sorted(set(subjects))
+    await conn.exec_driver_sql(
+        """INSERT INTO pending_checks (rule, subject_code, due_at)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) ORDER BY 1, 2
+           ON CONFLICT (rule, subject_code) DO NOTHING""",
+        ([r for r, _ in unique], [c for _, c in unique], [due] * len(unique)),
+    )
+
+
 async def tick(conn: AsyncConnection, s: RuleSettings) -> list[str]:
     """Due checks and the sweeper, by one worker at a time; returns the alerts created or changed."""
     locked: list[Any] = list(await conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock($1)", (TICK_LOCK,)))
@@ -129,11 +153,22 @@ async def tick(conn: AsyncConnection, s: RuleSettings) -> list[str]:
             """DELETE FROM pending_checks WHERE (rule, subject_code) IN (
                    SELECT rule, subject_code FROM pending_checks WHERE due_at <= now()
                    ORDER BY due_at LIMIT 500 FOR UPDATE SKIP LOCKED)
-               RETURNING rule, data::text"""
+               RETURNING rule, data::text, subject_code"""
         )
     )
     checks = [orjson.loads(row[1]) for row in due if row[0] == RELEASE_CHECK]
     findings = rules.release_rules(await facts.release_facts(conn, checks), s)
+    subjects: dict[str, list[str]] = {}
+    for row in due:
+        subjects.setdefault(row[0], []).append(row[2])
+    if subjects.get(LOT_CHECK):
+        lot_ids = await facts.lot_ids(conn, subjects[LOT_CHECK])
+        findings += rules.mass_balance(await facts.lot_states(conn, lot_ids, {}, set()), s)
+    if subjects.get(CERTIFICATE_CHECK):
+        certs, claims = await facts.certificates(conn, subjects[CERTIFICATE_CHECK])
+        findings += rules.certificate_head_counts(certs, claims)
+    if subjects.get(VOUCHER_CHECK):
+        findings += rules.shipment_mismatch(await facts.vouchers(conn, subjects[VOUCHER_CHECK]), s)
     findings += rules.upstream_missing(await facts.unresolved_due(conn, s.grace_seconds), datetime.now(UTC), s)
     changed = await repo.write_findings(conn, findings)
     resolved = await facts.resolve_upstream_found(conn)

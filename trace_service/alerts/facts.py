@@ -209,12 +209,15 @@ async def lot_states(
                           UNION ALL
                           SELECT ev.occurred_at, ev.event_id FROM edges e JOIN events ev ON ev.event_id = e.event_id
                           WHERE e.parent_id = l.id
-                      ) x ORDER BY x.at LIMIT 1) END
+                      ) x ORDER BY x.at LIMIT 1) END,
+                  (SELECT COALESCE(sum(e.kg), 0) FROM edges e
+                   WHERE e.parent_id = l.id AND e.kind = 'trade' AND NOT EXISTS (
+                       SELECT 1 FROM shipment_lines sl WHERE sl.lot_id = l.id AND sl.voucher_key = e.voucher_key))
            FROM lots l WHERE l.id = ANY($1::bigint[])""",
         (list(lot_ids), sorted(created)),
     )
     out = []
-    for code, kind, cat, status, holder, kg_in, kg_out, created_at, by, docs, slaughtered, first in _rows(rows):
+    for code, kind, cat, status, holder, kg_in, kg_out, created_at, by, docs, slaughtered, first, rcv in _rows(rows):
         use = uses.get(code)
         if first:
             stored = (datetime.fromisoformat(first[0]), uuid.UUID(first[1]))
@@ -223,10 +226,19 @@ async def lot_states(
             r.LotState(
                 code, kind, cat, status, holder, kg_in or Decimal(0), kg_out or Decimal(0), created_at, by,
                 orjson.loads(docs) if docs else {}, slaughtered,
-                use[0] if use else None, use[1] if use else None,
+                use[0] if use else None, use[1] if use else None, rcv or Decimal(0),
             )
         )  # fmt: skip
     return out
+
+
+async def lot_ids(conn: AsyncConnection, codes: Sequence[str]) -> list[int]:
+    if not codes:
+        return []
+    return [
+        row[0]
+        for row in _rows(await conn.exec_driver_sql("SELECT id FROM lots WHERE code = ANY($1::text[])", (list(codes),)))
+    ]
 
 
 async def vouchers(conn: AsyncConnection, keys: Sequence[str]) -> list[r.Voucher]:

@@ -124,6 +124,7 @@ class LotState:
     slaughtered_at: datetime | None = None
     earliest_use: datetime | None = None  # the earliest event acting on the lot (facts, out-going trade)
     earliest_use_event: uuid.UUID | None = None
+    kg_received_only: Decimal = Decimal(0)  # kg out on vouchers its holder never reported shipping
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ def ear_tag_reused(uses: list[TagUse]) -> list[Finding]:
 
 
 def certificate_rules(certs: list[Certificate], claims: list[Claim], s: RuleSettings) -> list[Finding]:
-    """certificate_overused, certificate_expired and the certificate half of head_count_mismatch."""
+    """certificate_overused and certificate_expired."""
     findings: list[Finding] = []
     by_number: dict[str, list[Claim]] = defaultdict(list)
     for c in claims:
@@ -234,19 +235,6 @@ def certificate_rules(certs: list[Certificate], claims: list[Claim], s: RuleSett
             )  # fmt: skip
         if cert is None:
             continue
-        if len(uses) == 1 and len(plants) == 1 and uses[0].head != cert.head_count:
-            u = uses[0]
-            findings.append(
-                Finding(
-                    "head_count_mismatch", "lot", u.batch, W,
-                    f"批次 {u.batch} 进厂 {u.head} 头（含途中死亡），与检疫证明 {number} 的 {cert.head_count} 头不符",
-                    f"Batch {u.batch} received {u.head} head (incl. dead on arrival); certificate {number} "
-                    f"says {cert.head_count}",
-                    operator=u.operator,
-                    evidence={"certificate": number, "received_incl_doa": u.head, "on_certificate": cert.head_count},
-                    event_ids=ids,
-                )
-            )  # fmt: skip
         days = {"A": s.cert_valid_days_a, "B": s.cert_valid_days_b}.get(cert.kind, s.cert_valid_days_product)
         issued_day = cert.issued_at.astimezone(LOCAL).date()
         valid_until = datetime.combine(issued_day + timedelta(days=days + 1), datetime.min.time(), LOCAL)
@@ -263,6 +251,39 @@ def certificate_rules(certs: list[Certificate], claims: list[Claim], s: RuleSett
                         event_ids=_ids([u.event_id, cert.event_id]),
                     )
                 )  # fmt: skip
+    return findings
+
+
+def certificate_head_counts(certs: list[Certificate], claims: list[Claim]) -> list[Finding]:
+    """The certificate half of head_count_mismatch: one intake whose heads differ from its certificate.
+
+    A second intake on the same certificate would make it overuse instead, so this is judged after the
+    settle delay (see the engine), not as soon as the first intake is seen.
+    """
+    findings: list[Finding] = []
+    by_number: dict[str, list[Claim]] = defaultdict(list)
+    for c in claims:
+        by_number[c.number].append(c)
+    cert_of = {c.number: c for c in sorted(certs, key=lambda c: (c.issued_at, str(c.event_id)))}
+    for number, uses in by_number.items():
+        cert = cert_of.get(number)
+        if cert is None:
+            continue
+        plants = sorted({u.operator for u in uses})
+        ids = _ids([u.event_id for u in uses], [cert.event_id])
+        if len(uses) == 1 and len(plants) == 1 and uses[0].head != cert.head_count:
+            u = uses[0]
+            findings.append(
+                Finding(
+                    "head_count_mismatch", "lot", u.batch, W,
+                    f"批次 {u.batch} 进厂 {u.head} 头（含途中死亡），与检疫证明 {number} 的 {cert.head_count} 头不符",
+                    f"Batch {u.batch} received {u.head} head (incl. dead on arrival); certificate {number} "
+                    f"says {cert.head_count}",
+                    operator=u.operator,
+                    evidence={"certificate": number, "received_incl_doa": u.head, "on_certificate": cert.head_count},
+                    event_ids=ids,
+                )
+            )  # fmt: skip
     return findings
 
 
@@ -427,28 +448,12 @@ _ZH = {"shipped": "出货", "received": "购进", "sold": "销售"}
 
 
 def lot_rules(lots: list[LotState], s: RuleSettings) -> list[Finding]:
-    """mass_balance, time_travel, compliance_cert_missing and shelf_life_exceeded on the lots a batch touched."""
+    """time_travel, compliance_cert_missing and shelf_life_exceeded on the lots a batch touched."""
     findings = []
     for lot in lots:
         if lot.status == "unresolved":
             continue
         ids = _ids([lot.created_by_event])
-        if (
-            lot.kind in ("received", "carcass", "produce")
-            and lot.kg_in > 0
-            and lot.kg_out > lot.kg_in * (1 + Decimal(str(s.mass_balance_tolerance)))
-        ):
-            findings.append(
-                Finding(
-                    "mass_balance", "lot", lot.code, W,
-                    f"批次 {lot.code} 出货 {lot.kg_out} kg，超过进货 {lot.kg_in} kg",
-                    f"Lot {lot.code}: {lot.kg_out} kg out exceeds {lot.kg_in} kg in",
-                    operator=lot.holder,
-                    evidence={"kg_in": float(lot.kg_in), "kg_out": float(lot.kg_out),
-                              "tolerance": s.mass_balance_tolerance},
-                    event_ids=ids,
-                )
-            )  # fmt: skip
         if lot.created_at and lot.earliest_use and lot.earliest_use < lot.created_at:
             findings.append(
                 Finding(
@@ -495,6 +500,32 @@ def lot_rules(lots: list[LotState], s: RuleSettings) -> list[Finding]:
                     evidence={"slaughtered_at": _t(lot.slaughtered_at), "sold_at": _t(lot.created_at),
                               "days": round(days, 2)},
                     event_ids=ids,
+                )
+            )  # fmt: skip
+    return findings
+
+
+def mass_balance(lots: list[LotState], s: RuleSettings) -> list[Finding]:
+    """Kg out exceeds kg in beyond the tolerance, counting what the holder itself reported leaving the lot
+    (sales, shipments, disposals, slaughter): a buyer's over-stated receipt is shipment_mismatch's."""
+    findings = []
+    for lot in lots:
+        out = lot.kg_out - lot.kg_received_only
+        if (
+            lot.status != "unresolved"
+            and lot.kind in ("received", "carcass", "produce")
+            and lot.kg_in > 0
+            and out > lot.kg_in * (1 + Decimal(str(s.mass_balance_tolerance)))
+        ):
+            findings.append(
+                Finding(
+                    "mass_balance", "lot", lot.code, W,
+                    f"批次 {lot.code} 出货 {out} kg，超过进货 {lot.kg_in} kg",
+                    f"Lot {lot.code}: {out} kg out exceeds {lot.kg_in} kg in",
+                    operator=lot.holder,
+                    evidence={"kg_in": float(lot.kg_in), "kg_out": float(out),
+                              "tolerance": s.mass_balance_tolerance},
+                    event_ids=_ids([lot.created_by_event]),
                 )
             )  # fmt: skip
     return findings

@@ -427,6 +427,7 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
         changed = [r[0] for r in _rows(await conn.exec_driver_sql(_INHERIT, (frontier,)))]
         if not changed:
             break
+        touched.update(changed)  # what they inherited (category, slaughter time) matters to the rules
         frontier = changed
 
     order = sorted(touched)
