@@ -83,6 +83,8 @@ class Settings(BaseSettings):
 
     # Postgres.
     db_pool_size: int = Field(default=10, ge=1)
+    # How long an authenticated key is remembered by an API process (0 turns the cache off).
+    auth_cache_seconds: float = Field(default=5.0, ge=0)
     statement_timeout_ms: int = Field(default=5000, ge=1)
 
     # The city's time zone: times the service renders itself (lineage JSON, CSV) use its offset.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 
 from trace_service.access import service
-from trace_service.access.http import CurrentPrincipal, CurrentSettings, UnitOfWork
+from trace_service.access.http import CurrentPrincipal, CurrentSettings, UnitOfWork, forget_principals
 from trace_service.access.models import (
     KeyOut,
     OperatorIn,
@@ -35,8 +35,12 @@ async def read_operator(code: Code, principal: CurrentPrincipal, conn: UnitOfWor
 
 
 @router.patch("/operators/{code}", response_model=OperatorOut)
-async def change_operator(code: Code, body: OperatorPatch, principal: CurrentPrincipal, conn: UnitOfWork) -> Any:
-    return await service.change_operator(conn, principal, code, body)
+async def change_operator(
+    request: Request, code: Code, body: OperatorPatch, principal: CurrentPrincipal, conn: UnitOfWork
+) -> Any:
+    row = await service.change_operator(conn, principal, code, body)
+    forget_principals(request)
+    return row
 
 
 @router.post("/operators/{code}/keys", status_code=status.HTTP_201_CREATED, response_model=KeyOut)
@@ -60,7 +64,8 @@ async def issue_staff_key(
 
 @router.delete("/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def revoke_key(
-    key_id: Annotated[str, Path(max_length=64)], principal: CurrentPrincipal, conn: UnitOfWork
+    request: Request, key_id: Annotated[str, Path(max_length=64)], principal: CurrentPrincipal, conn: UnitOfWork
 ) -> Response:
     await service.revoke_key(conn, principal, key_id)
+    forget_principals(request)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

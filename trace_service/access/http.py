@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -32,20 +34,77 @@ async def unit_of_work(engine: Annotated[AsyncEngine, Depends(get_engine)]) -> A
         yield conn
 
 
+def get_read_engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = getattr(request.app.state, "read_engine", None) or request.app.state.engine
+    return engine
+
+
+async def read_only(engine: Annotated[AsyncEngine, Depends(get_read_engine)]) -> AsyncIterator[AsyncConnection]:
+    """A connection in autocommit for endpoints that only read (lineage, the public view, queues)."""
+    async with engine.connect() as conn:
+        yield conn
+
+
+class PrincipalCache:
+    """Recently authenticated keys, so that a burst of reads does not query the key table each time.
+
+    Keyed by a SHA-256 of the presented header (never the secret itself); an entry lives
+    ``TRACE_AUTH_CACHE_SECONDS`` at most, which bounds how long a revoked key or a suspended operator
+    keeps working on this process.
+    """
+
+    def __init__(self, ttl: float, size: int = 10_000) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._entries: dict[bytes, tuple[float, Principal]] = {}
+
+    def get(self, key: bytes) -> Principal | None:
+        hit = self._entries.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            self._entries.pop(key, None)
+            return None
+        return hit[1]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def put(self, key: bytes, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + self.ttl, principal)
+
+
 async def current_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    engine: Annotated[AsyncEngine, Depends(get_engine)],
+    engine: Annotated[AsyncEngine, Depends(get_read_engine)],
 ) -> Principal:
     settings = get_settings(request)
     header = f"{credentials.scheme} {credentials.credentials}" if credentials else request.headers.get("authorization")
+    cache: PrincipalCache | None = getattr(request.app.state, "principal_cache", None)
+    digest = hashlib.sha256((header or "").encode()).digest()
+    if cache is not None and header and (hit := cache.get(digest)) is not None:
+        return hit
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
     async with engine.connect() as conn:
-        return await service.authenticate(
+        principal = await service.authenticate(
             conn, header, admin_token=admin or None, pepper=settings.key_pepper.get_secret_value()
         )
+    if cache is not None:
+        cache.put(digest, principal)
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+ReadOnly = Annotated[AsyncConnection, Depends(read_only)]
 UnitOfWork = Annotated[AsyncConnection, Depends(unit_of_work)]
 CurrentSettings = Annotated[Settings, Depends(get_settings)]
+
+
+def forget_principals(request: Request) -> None:
+    """After a revocation or a suspension this process stops trusting what it remembered at once."""
+    cache: PrincipalCache | None = getattr(request.app.state, "principal_cache", None)
+    if cache is not None:
+        cache.clear()

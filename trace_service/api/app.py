@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from trace_service import __version__
 from trace_service.access.endpoints import router as access_router
+from trace_service.access.http import PrincipalCache
 from trace_service.alerts.endpoints import router as alerts_router
 from trace_service.alerts.service import AlertStream
 from trace_service.api.errors import install_error_handlers
@@ -37,6 +38,8 @@ def create_app(settings: Settings) -> FastAPI:
         catalogue = build_catalogue(settings.codes, settings.max_events_per_request)
         app.state.settings = settings
         app.state.engine = engine
+        app.state.read_engine = create_engine(settings, read_only=True, name="api-read")
+        app.state.principal_cache = PrincipalCache(settings.auth_cache_seconds)
         app.state.publisher = publisher
         app.state.intake = IntakeService(settings, engine, publisher, catalogue)
         app.state.alert_stream = AlertStream(engine)
@@ -49,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.alert_stream.close()
             await publisher.close()
             await engine.dispose()
+            await app.state.read_engine.dispose()
             log.info("api_stopped")
 
     app = FastAPI(

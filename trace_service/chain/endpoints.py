@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 
-from trace_service.access.http import CurrentPrincipal, UnitOfWork
+from trace_service.access.http import CurrentPrincipal, ReadOnly
 from trace_service.chain.service import ChainService
 
 router = APIRouter(prefix="/v1", tags=["lineage"])
@@ -16,7 +16,7 @@ Code = Annotated[str, Path(pattern=r"^[0-9A-Z]{8,32}$", description="a lot code 
 
 
 @router.get("/lots/{code}")
-async def read_lot(code: Code, principal: CurrentPrincipal, conn: UnitOfWork) -> Any:
+async def read_lot(code: Code, principal: CurrentPrincipal, conn: ReadOnly) -> Any:
     """The lot: status, holder, product, quantities, documents, facts and its creating event."""
     return await ChainService(conn).lot(principal, code)
 
@@ -25,7 +25,7 @@ async def read_lot(code: Code, principal: CurrentPrincipal, conn: UnitOfWork) ->
 async def trace_lot(
     code: Code,
     principal: CurrentPrincipal,
-    conn: UnitOfWork,
+    conn: ReadOnly,
     direction: Literal["up", "down", "both"] = "both",
     max_depth: Annotated[int, Query(ge=1, le=50)] = 20,
 ) -> Any:
@@ -37,7 +37,7 @@ async def trace_lot(
 async def recall_lot(
     code: Code,
     principal: CurrentPrincipal,
-    conn: UnitOfWork,
+    conn: ReadOnly,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Any:
     """Every downstream lot and sale with its holder, kg on hand and kg sold (regulators)."""
@@ -60,6 +60,6 @@ public_router = APIRouter(prefix="/v1/public", tags=["public"])
 
 
 @public_router.get("/trace/{code}")
-async def public_trace(code: Code, conn: UnitOfWork) -> Any:
+async def public_trace(code: Code, conn: ReadOnly) -> Any:
     """What a consumer sees for the code on a receipt or label. No key needed; nothing private."""
     return await ChainService(conn).public(code)

@@ -576,12 +576,12 @@ async def feeds_scope(conn: AsyncConnection, root: int, scope: Sequence[str], ma
 _WALKS = """
 WITH RECURSIVE
 up(id, depth) AS (
-    SELECT $1::bigint, 0 WHERE $3::text IN ('up', 'both')
+    SELECT l.id, 0 FROM lots l WHERE l.code = $1::text AND $3::text IN ('up', 'both')
     UNION
     SELECT e.parent_id, u.depth + 1 FROM up u JOIN edges e ON e.child_id = u.id WHERE u.depth < $2
 ),
 down(id, depth) AS (
-    SELECT $1::bigint, 0 WHERE $3::text IN ('down', 'both')
+    SELECT l.id, 0 FROM lots l WHERE l.code = $1::text AND $3::text IN ('down', 'both')
     UNION
     SELECT e.child_id, d.depth + 1 FROM down d JOIN edges e ON e.parent_id = d.id WHERE d.depth < $2
 ),
@@ -624,11 +624,12 @@ event_rows AS (
     )
 )
 SELECT json_build_object(
-    'root', $4::text, 'direction', $3::text, 'max_depth', $2::int,
+    'root', $1::text, 'direction', $3::text, 'max_depth', $2::int,
     'lots', COALESCE((SELECT json_agg(j ORDER BY depth, code) FROM lot_rows), '[]'),
     'edges', COALESCE((SELECT json_agg(j) FROM edge_rows), '[]'),
     'events', COALESCE((SELECT json_agg(j ORDER BY occurred_at, event_id) FROM event_rows), '[]')
 )::text
+WHERE EXISTS (SELECT 1 FROM found)
 """
 )
 
@@ -648,7 +649,7 @@ h AS (
     FROM r WHERE kind IS DISTINCT FROM 'sale' AND holder IS NOT NULL GROUP BY holder
 )
 SELECT json_build_object(
-    'root', $4::text,
+    'root', $1::text,
     'lots', COALESCE((SELECT json_agg(r ORDER BY depth, code) FROM r), '[]'),
     'holders', COALESCE((SELECT json_agg(h ORDER BY kg_on_hand DESC, code) FROM h), '[]'),
     'totals', (
@@ -660,15 +661,17 @@ SELECT json_build_object(
         ) FROM r
     )
 )::text
+WHERE EXISTS (SELECT 1 FROM found)
 """
 )
 
 
-async def trace_json(conn: AsyncConnection, root: int, code: str, direction: str, max_depth: int) -> str:
-    row = (await conn.exec_driver_sql(TRACE_JSON, (root, max_depth, direction, code))).first()
-    return str(row[0]) if row else "{}"
+async def trace_json(conn: AsyncConnection, code: str, direction: str, max_depth: int) -> str | None:
+    """The lineage of a lot code as JSON text; None when no such lot exists."""
+    row = (await conn.exec_driver_sql(TRACE_JSON, (code, max_depth, direction))).first()
+    return str(row[0]) if row else None
 
 
-async def recall_json(conn: AsyncConnection, root: int, code: str, max_depth: int) -> str:
-    row = (await conn.exec_driver_sql(RECALL_JSON, (root, max_depth, "down", code))).first()
-    return str(row[0]) if row else "{}"
+async def recall_json(conn: AsyncConnection, code: str, max_depth: int) -> str | None:
+    row = (await conn.exec_driver_sql(RECALL_JSON, (code, max_depth, "down"))).first()
+    return str(row[0]) if row else None

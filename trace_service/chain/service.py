@@ -106,21 +106,26 @@ class ChainService:
 
     async def trace(self, principal: Principal, code: str, direction: str, max_depth: int) -> str:
         """The lineage as JSON text, rendered by Postgres in the same statement that walks the graph."""
-        root = await self._root(code)
         if principal.role == Role.OPERATOR:
             if direction != "up":
                 raise Forbidden("operators may trace up from their own lots only")
+            root = await self._root(code)
             scope = await self._scope(principal)
             [row] = await repo.load_lots(self.conn, [root])
             if scope is not None and row["holder"] not in scope:
                 raise Forbidden("operators may trace up from their own lots only")
-        return await repo.trace_json(self.conn, root, code, direction, max_depth)
+        body = await repo.trace_json(self.conn, code, direction, max_depth)
+        if body is None:
+            raise NotFound(f"no lot or sale {code}")
+        return body
 
     async def recall(self, principal: Principal, code: str) -> str:
         """Every downstream lot and sale with holders and totals, as JSON text."""
         access.require(principal, Role.ADMIN, Role.REGULATOR)
-        root = await self._root(code)
-        return await repo.recall_json(self.conn, root, code, MAX_DEPTH)
+        body = await repo.recall_json(self.conn, code, MAX_DEPTH)
+        if body is None:
+            raise NotFound(f"no lot or sale {code}")
+        return body
 
     @staticmethod
     def recall_csv(recall_text: str) -> str:

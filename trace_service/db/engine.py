@@ -15,12 +15,23 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_engine(
-    settings: Settings, *, pool_size: int | None = None, statement_timeout_ms: int | None = None, name: str = "api"
+    settings: Settings,
+    *,
+    pool_size: int | None = None,
+    statement_timeout_ms: int | None = None,
+    name: str = "api",
+    read_only: bool = False,
 ) -> AsyncEngine:
-    """An engine whose sessions carry a statement timeout, so no query can hold a connection forever."""
+    """An engine whose sessions carry a statement timeout, so no query can hold a connection forever.
+
+    ``read_only`` engines run in autocommit: a single-statement read then costs one round trip, not
+    three (no BEGIN, no ROLLBACK when the connection goes back to the pool).
+    """
     timeout = statement_timeout_ms if statement_timeout_ms is not None else settings.statement_timeout_ms
+    extra: dict[str, object] = {"isolation_level": "AUTOCOMMIT"} if read_only else {}
     return create_async_engine(
         settings.database_url,
+        **extra,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=0,
         pool_pre_ping=False,
