@@ -98,8 +98,10 @@ async def current_principal(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
-ReadOnly = Annotated[AsyncConnection, Depends(read_only)]
-UnitOfWork = Annotated[AsyncConnection, Depends(unit_of_work)]
+ReadOnly = Annotated[AsyncConnection, Depends(read_only, scope="function")]
+# scope="function": the transaction commits before the response is sent, so a client never sees an
+# answer for a write that later fails to commit (or races a follow-up request against it).
+UnitOfWork = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]
 CurrentSettings = Annotated[Settings, Depends(get_settings)]
 
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -74,9 +75,13 @@ async def stream(
                 pending = None
                 yield f"id: {row_id}\nevent: alert\ndata: {payload}\n\n".encode()
         finally:
-            if pending is not None:
-                pending.cancel()
-            await source.aclose()  # type: ignore[attr-defined]
+            # The client went away: let the step in hand finish cancelling before closing the generator
+            # (closing a generator that is still running raises).
+            with anyio.CancelScope(shield=True):
+                if pending is not None:
+                    pending.cancel()
+                    await asyncio.wait({pending})
+                await source.aclose()  # type: ignore[attr-defined]
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}

@@ -26,6 +26,8 @@ from trace_service.ingest.publisher import EventPublisher
 from trace_service.ingest.service import IntakeService
 from trace_service.market.endpoints import router as market_router
 from trace_service.settings import Settings
+from trace_service.web.pages import router as web_router
+from trace_service.web.pages import static_files
 
 log = structlog.get_logger(__name__)
 
@@ -71,4 +73,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(market_router)
     app.include_router(public_router)
     app.include_router(codes_router)
+    app.include_router(web_router)
+    app.mount("/static", static_files(), name="static")
     return app

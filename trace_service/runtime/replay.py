@@ -65,8 +65,11 @@ def available() -> list[str]:
 
 
 def replay(url: str, token: str, name: str, tag: str | None) -> dict[str, Any]:
-    path = resolve(name)
-    scenario = scenarios.load(path.stem, path.parent)
+    path = resolve(name).resolve()
+    try:  # a scenario of the catalogue may name its base by its catalogue name (faults/…)
+        scenario = scenarios.load(str(path.relative_to(scenarios.SCENARIOS).with_suffix("")))
+    except ValueError:
+        scenario = scenarios.load(path.stem, path.parent)
     if tag:
         scenario = scenarios.instantiate(scenario, tag)
     registered = 0

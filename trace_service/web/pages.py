@@ -1,0 +1,390 @@
+"""Routes of the pages: the consumer's trace page and QR code, and the regulator console with the small
+JSON routes its script calls (``/console/api/...``: the console's cookie instead of a bearer header, the
+same services as the API behind them).
+
+Nothing here computes lineage, alerts or supply figures itself: it calls the services the API calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import re
+from collections.abc import AsyncGenerator, AsyncIterator
+from datetime import date
+from typing import Annotated, Any, Literal, cast
+from urllib.parse import parse_qs, quote
+
+import anyio
+import segno
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from trace_service.access import service as access
+from trace_service.access.http import CurrentSettings, get_engine, unit_of_work
+from trace_service.access.models import Role
+from trace_service.alerts import service as alerts
+from trace_service.alerts.endpoints import HEARTBEAT_SECONDS, AlertId, Note
+from trace_service.alerts.service import AlertStream
+from trace_service.chain.service import ChainService
+from trace_service.errors import DomainError, Forbidden, NotFound, Unauthorized
+from trace_service.market import service as market
+from trace_service.web import session, templates, views
+from trace_service.web.session import Session
+
+router = APIRouter(include_in_schema=False)
+
+Engine = Annotated[AsyncEngine, Depends(get_engine)]
+# The API's unit of work, ended before the response is sent: a page that changed something and the next
+# request the browser makes must see the change committed (FastAPI's default ends it after the response).
+UnitOfWork = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]
+Lot = Annotated[str, Path(pattern=r"^[0-9A-Z]{8,32}$")]
+MAX_FORM_BYTES = 8192
+SHOWN_CODE_CHARS = 64  # what a not-found page echoes of a code typed into the address bar
+
+
+def static_files() -> StaticFiles:
+    """The pages' CSS and JavaScript, served by the service itself (closed networks: no outside host)."""
+    return StaticFiles(directory=templates.STATIC)
+
+
+# -- the consumer's page ---------------------------------------------------------------------------
+
+
+def _lang_links(lang: views.Lang) -> dict[str, str]:
+    other = "en" if lang == "zh" else "zh"
+    return {"href": f"?lang={other}", "label": views.text("switch", lang), "lang": "en" if other == "en" else "zh-CN"}
+
+
+def _not_found(code: str | None, lang: views.Lang, *, status: int = 404) -> Response:
+    return templates.render(
+        "not_found.html",
+        status=status,
+        lang=lang,
+        t=lambda key: views.text(key, lang),
+        switch=_lang_links(lang),
+        code=code[:SHOWN_CODE_CHARS] if code else None,
+    )
+
+
+@router.get("/t")
+async def lookup(
+    settings: CurrentSettings,
+    code: Annotated[str | None, Query(max_length=200)] = None,
+    lang: Annotated[str | None, Query(max_length=10)] = None,
+) -> Response:
+    """The form to type a code in (and where it sends a typed code)."""
+    language = views.parse_lang(lang)
+    if code is None or not code.strip():
+        return _not_found(None, language, status=200)
+    wanted = re.sub(r"\s+", "", code).upper()
+    if not re.fullmatch(settings.codes.lot, wanted):
+        return _not_found(code, language)
+    return RedirectResponse(f"/t/{quote(wanted)}?lang={language}", status_code=303)
+
+
+@router.get("/t/{code}", name="consumer_trace")
+async def consumer_trace(
+    code: str,
+    settings: CurrentSettings,
+    conn: UnitOfWork,
+    lang: Annotated[str | None, Query(max_length=10)] = None,
+) -> Response:
+    """What a consumer sees for the code on a receipt or label: server-rendered, no script needed."""
+    language = views.parse_lang(lang)
+    if not re.fullmatch(settings.codes.lot, code):
+        return _not_found(code, language)
+    try:
+        view = await ChainService(conn).public(code)
+    except NotFound:
+        return _not_found(code, language)
+    return templates.render(
+        "trace.html",
+        lang=language,
+        t=lambda key: views.text(key, language),
+        switch=_lang_links(language),
+        page=views.consumer_page(view, language),
+    )
+
+
+@router.get("/t/{code}/qr.svg")
+async def consumer_qr(code: str, request: Request, settings: CurrentSettings) -> Response:
+    """A QR code of the page's URL, for labels and receipts. Any well-formed code: labels are printed
+    before the lot is reported."""
+    if not re.fullmatch(settings.codes.lot, code):
+        raise NotFound(f"no lot or sale {code[:SHOWN_CODE_CHARS]}")
+    url = str(request.url_for("consumer_trace", code=code))
+    out = io.BytesIO()
+    segno.make(url, error="m", micro=False).save(out, kind="svg", scale=4, border=4, xmldecl=True)
+    return Response(
+        out.getvalue(),
+        media_type="image/svg+xml",
+        headers={
+            "Cache-Control": "public, max-age=86400",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+@router.get("/t/{rest:path}")
+async def consumer_other(rest: str, lang: Annotated[str | None, Query(max_length=10)] = None) -> Response:
+    """Anything else under /t/ (a mistyped code with a slash in it): the friendly page, not a JSON error."""
+    return _not_found(rest, views.parse_lang(lang))
+
+
+# -- the regulator console: sign-in -----------------------------------------------------------------
+
+
+async def _form(request: Request) -> dict[str, str]:
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        return {}
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return {}
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), max_num_fields=10).items()}
+
+
+def _login_page(request: Request, *, status: int = 200, error: str | None = None) -> Response:
+    token = session.new_login_token()
+    response = templates.render(
+        "console_login.html",
+        status=status,
+        cache="no-store",
+        referrer="same-origin",
+        lang="zh",
+        error=error,
+        csrf=token,
+        https_needed=not session.can_sign_in(request),
+    )
+    session.set_login_cookie(request, response, token)
+    return response
+
+
+@router.get("/console")
+async def console(request: Request, engine: Engine, settings: CurrentSettings) -> Response:
+    """The console when signed in, else the sign-in form."""
+    try:
+        current = await session.current_session(request, engine, settings)
+    except (Unauthorized, Forbidden) as exc:
+        stale = bool(request.cookies.get(session.session_cookie(request)))
+        response = _login_page(request, error=exc.message if stale else None)
+        if stale:
+            session.clear_session(request, response)  # a revoked key or a suspended operator: forget it
+        return response
+    return templates.render(
+        "console.html",
+        cache="no-store",
+        referrer="same-origin",
+        lang="zh",
+        csrf=current.csrf,
+        role=current.principal.role.value,
+        key_id=current.principal.key_id,
+    )
+
+
+@router.post("/console/login")
+async def console_login(request: Request, engine: Engine, settings: CurrentSettings) -> Response:
+    form = await _form(request)
+    if not session.can_sign_in(request):
+        return _login_page(request, status=403, error="登录需要 HTTPS。Signing in needs HTTPS.")
+    if not session.same_origin(request) or not session.login_token_ok(request, form.get("csrf")):
+        return _login_page(request, status=403, error="表单已过期，请重试。The form expired; try again.")
+    key = form.get("key", "").strip()
+    if not key:
+        return _login_page(request, status=401, error="请输入监管密钥。Enter a regulator key.")
+    try:
+        await session.authenticate_key(engine, settings, key)
+    except Unauthorized:
+        return _login_page(request, status=401, error="密钥无效。The key is not valid.")
+    except Forbidden as exc:
+        message = (
+            "经营者密钥不能登录监管台。Operator keys cannot sign in to the console."
+            if exc.code == "not_regulator"
+            else f"无法登录。{exc.message}"
+        )
+        return _login_page(request, status=403, error=message)
+    response = RedirectResponse("/console", status_code=303)
+    response.headers["Cache-Control"] = "no-store"
+    session.set_session(request, response, key)
+    return response
+
+
+@router.post("/console/logout")
+async def console_logout(request: Request, engine: Engine, settings: CurrentSettings) -> Response:
+    form = await _form(request)
+    try:
+        current = await session.current_session(request, engine, settings)
+    except DomainError:
+        current = None  # already signed out, or the key was revoked: clearing the cookie is all there is
+    if current is not None:
+        session.check_csrf(request, current, form.get("csrf"))
+    response = RedirectResponse("/console", status_code=303)
+    response.headers["Cache-Control"] = "no-store"
+    session.clear_session(request, response)
+    return response
+
+
+# -- the regulator console: what its script calls ---------------------------------------------------
+
+
+async def console_session(request: Request, engine: Engine, settings: CurrentSettings) -> Session:
+    return await session.current_session(request, engine, settings)
+
+
+ConsoleSession = Annotated[Session, Depends(console_session)]
+
+
+async def csrf_checked(
+    request: Request,
+    current: ConsoleSession,
+    token: Annotated[str | None, Header(alias=session.CSRF_HEADER, max_length=200)] = None,
+) -> Session:
+    session.check_csrf(request, current, token)
+    return current
+
+
+CheckedSession = Annotated[Session, Depends(csrf_checked)]
+
+
+def _json(text: str) -> Response:
+    return Response(text, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/console/api/alerts")
+async def console_alerts(
+    current: ConsoleSession,
+    conn: UnitOfWork,
+    status: Literal["open", "acknowledged", "resolved"] | None = None,
+    operator: Annotated[str | None, Query(pattern=r"^[0-9A-Z]{6,20}$")] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Any:
+    return await alerts.list_alerts(
+        conn, current.principal, status=status, severity=None, rule=None, operator=operator, since=None,
+        cursor=cursor, limit=limit,
+    )  # fmt: skip
+
+
+@router.get("/console/api/alerts/stream")
+async def console_alert_stream(
+    request: Request,
+    current: ConsoleSession,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+) -> Response:
+    """The alert stream of ``GET /v1/alerts/stream`` (the same hub, the same ``id:``/``event: alert``
+    framing and ``Last-Event-ID`` resume), with the console's cookie as the credential."""
+    access.require(current.principal, Role.ADMIN, Role.REGULATOR)
+    hub: AlertStream = request.app.state.alert_stream
+    resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+
+    async def events() -> AsyncIterator[bytes]:
+        yield b"retry: 3000\n: connected\n\n"
+        source = cast(AsyncGenerator[tuple[int, str], None], hub.subscribe(resume))
+        pending: asyncio.Task[tuple[int, str]] | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(source))
+                done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT_SECONDS)
+                if not done:
+                    yield b": keep-alive\n\n"
+                    continue
+                row_id, payload = pending.result()
+                pending = None
+                yield f"id: {row_id}\nevent: alert\ndata: {payload}\n\n".encode()
+        finally:
+            # The browser went away. The generator may be suspended inside the pending step: cancel that
+            # step and let it finish before closing, else aclose() finds the generator still running.
+            # Shielded, because the response's cancel scope would cancel every await in here again.
+            with anyio.CancelScope(shield=True):
+                if pending is not None:
+                    pending.cancel()
+                    await asyncio.wait({pending})
+                await source.aclose()
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+
+
+@router.post("/console/api/alerts/{alert_id}/{action}")
+async def console_alert_action(
+    alert_id: AlertId,
+    action: Literal["acknowledge", "resolve"],
+    current: CheckedSession,
+    conn: UnitOfWork,
+    body: Note | None = None,
+) -> Any:
+    target = "acknowledged" if action == "acknowledge" else "resolved"
+    return await alerts.change_status(conn, current.principal, alert_id, target, body.note if body else None)
+
+
+@router.get("/console/api/search")
+async def console_search(
+    current: ConsoleSession,
+    conn: UnitOfWork,
+    settings: CurrentSettings,
+    code: Annotated[str, Query(min_length=1, max_length=64)],
+) -> Any:
+    """What a code names: a lot or sale, an operator (with its alerts), or an alert."""
+    raw = code.strip()
+    upper = raw.upper()
+    found: dict[str, Any] = {"code": upper, "lot": None, "operator": None, "alert": None}
+    if re.fullmatch(settings.codes.lot, upper):
+        with contextlib.suppress(NotFound):
+            lot = await ChainService(conn).lot(current.principal, upper)
+            found["lot"] = {k: lot[k] for k in ("code", "kind", "status", "holder", "holder_name", "product_name")}
+    if re.fullmatch(settings.codes.operator, upper):
+        with contextlib.suppress(NotFound):
+            found["operator"] = await access.read_operator(conn, current.principal, upper)
+    if re.fullmatch(r"al_[0-9a-f]{24}", raw.lower()):
+        with contextlib.suppress(NotFound):
+            found["alert"] = await alerts.read_alert(conn, current.principal, raw.lower())
+    if not any(found[k] for k in ("lot", "operator", "alert")):
+        raise NotFound(f"nothing is known by the code {upper}")
+    return found
+
+
+@router.get("/console/api/lots/{code}/trace")
+async def console_trace(
+    code: Lot,
+    current: ConsoleSession,
+    conn: UnitOfWork,
+    direction: Literal["up", "down", "both"] = "both",
+) -> Response:
+    return _json(await ChainService(conn).trace(current.principal, code, direction, 20))
+
+
+@router.get("/console/api/lots/{code}/recall")
+async def console_recall(code: Lot, current: ConsoleSession, conn: UnitOfWork) -> Response:
+    return _json(await ChainService(conn).recall(current.principal, code))
+
+
+@router.get("/console/api/lots/{code}/recall.csv")
+async def console_recall_csv(code: Lot, current: ConsoleSession, conn: UnitOfWork) -> Response:
+    service = ChainService(conn)
+    result = await service.recall(current.principal, code)
+    return Response(
+        "\ufeff" + service.recall_csv(result),  # the BOM makes spreadsheet programs read UTF-8 Chinese
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="recall-{code}.csv"', "Cache-Control": "no-store"},
+    )
+
+
+@router.get("/console/api/supply")
+async def console_supply(
+    current: ConsoleSession,
+    conn: UnitOfWork,
+    settings: CurrentSettings,
+    product: Annotated[str | None, Query(max_length=32)] = None,
+    market_code: Annotated[str | None, Query(alias="market", max_length=40)] = None,
+    from_: Annotated[date | None, Query(alias="from")] = None,
+    to: Annotated[date | None, Query()] = None,
+) -> Any:
+    return await market.supply(
+        conn, current.principal, settings, product=product or None, market=market_code or None, first=from_, last=to
+    )
