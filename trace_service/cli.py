@@ -1,4 +1,5 @@
-"""The ``trace-service`` command: dev, api, worker, migrate. A composition root: nothing imports it."""
+"""The ``trace-service`` command: dev, api, worker, migrate, replay, simulate. A composition root: nothing
+imports it."""
 
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from trace_service.runtime.dev import run_dev
 
-    return run_dev(host=args.host, port=args.port, data_dir=Path(args.data_dir), workers=args.workers)
+    return run_dev(host=args.host, port=args.port, data_dir=Path(args.data_dir), workers=args.workers, demo=args.demo)
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
@@ -116,6 +117,65 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return run_replay(args.url, args.token, args.scenario, args.tag, Path(args.data_dir))
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import os
+    from datetime import date
+
+    import orjson
+
+    from trace_service.sim import runner
+    from trace_service.sim.city import build_city
+    from trace_service.sim.events import simulate
+
+    def say(message: str) -> None:
+        print(f"[trace-service simulate] {message}", file=sys.stderr, flush=True)  # noqa: T201
+
+    try:
+        end = date.fromisoformat(args.end) if args.end else None
+        sim = simulate(build_city(args.seed, args.scale), days=args.days, end=end, anomalies=args.anomalies)
+    except ValueError as exc:
+        say(f"error: {exc}")
+        return 2
+    runner.describe(sim, say)
+    if args.events:
+        with Path(args.events).open("wb") as f:
+            for event in sim.events:
+                f.write(orjson.dumps(event) + b"\n")
+        say(f"events written to {args.events}")
+    summary = None
+    out = None if args.quiet else sys.stderr
+    topic = args.topic or os.environ.get("TRACE_TOPIC_EVENTS", "trace.events.v1")
+    token = runner.find_token(args.token, Path(args.data_dir))
+    try:
+        if args.dry_run:
+            pass
+        elif args.via == "kafka":
+            bootstrap = args.bootstrap or os.environ.get("TRACE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+            if token is None:
+                say("no admin key: the operators are not registered (pass --token to register them)")
+            summary = runner.run_kafka(sim, bootstrap, topic=topic, rate=args.rate, url=args.url, admin=token,
+                                       concurrency=args.concurrency, out=out)  # fmt: skip
+        else:
+            if token is None:
+                say("no admin key: pass --token, set TRACE_ADMIN_TOKEN, or run from the folder of `trace-service dev`")
+                return 2
+            summary = runner.run_api(
+                sim, args.url, token, batch=args.batch, rate=args.rate, concurrency=args.concurrency,
+                bootstrap=args.bootstrap, topic=topic, out=out,
+            )  # fmt: skip
+    except runner.RunError as exc:
+        say(f"error: {exc}")
+        return 1
+    if summary is not None:
+        say(summary.render())
+        for line in summary.first_errors:
+            say(f"  {line}")
+    if args.truth:
+        runner.write_truth(Path(args.truth), runner.truth_document(sim, summary))
+        say(f"ground truth written to {args.truth}")
+    return 0 if summary is None or summary.errors == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trace-service",
@@ -140,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8000, help="port of the API (default 8000)")
     dev.add_argument("--data-dir", default=".trace-data", help="where Postgres keeps its data (default .trace-data)")
     dev.add_argument("--workers", type=int, default=1, choices=range(1, 9), metavar="N", help="worker processes (1-8)")
+    dev.add_argument(
+        "--demo",
+        action="store_true",
+        help="once ready, load a simulated week of a small city (with a few faults) through the API in the "
+        "background; skipped when the data folder already holds it",
+    )
     dev.set_defaults(func=cmd_dev)
 
     api = sub.add_parser("api", help="run the HTTP API", description="Run the HTTP API (uvicorn).")
@@ -170,6 +236,45 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--data-dir", default=".trace-data", help="where `trace-service dev` keeps its admin token")
     rp.add_argument("--tag", help="1-4 characters [0-9A-Z] appended to every code, to replay a chain again as new")
     rp.set_defaults(func=cmd_replay)
+
+    sim = sub.add_parser(
+        "simulate",
+        help="generate a simulated city's days of chain events (with faults) and post them to a running service",
+        description="Generate a seeded Zhongshan (farms across the 中南区 provinces, planting bases, designated "
+        "slaughterhouses, wholesale markets with their wholesalers, wet markets with stalls, supermarkets, canteens) "
+        "and N days of chain events ending yesterday, with each integrity fault injected at the --anomalies rate "
+        "and a supply shock on the last day; post them through the API with each operator's key (registering the "
+        "operators and issuing the keys with the admin key) or produce them straight to Kafka. The ground truth of "
+        "what was injected goes to --truth. The same seed, scale, span and rate give the same events.",
+    )
+    sim.add_argument("--days", type=int, default=1, help="days to simulate, ending on --end (default 1)")
+    sim.add_argument("--seed", type=int, default=1, help="the city and its traffic (default 1)")
+    sim.add_argument(
+        "--anomalies", type=float, default=0.0, metavar="RATE",
+        help="share of chains (pig batches, harvest lots) that carry a fault; > 0 injects every rule at least once "
+        "and a supply shock on the last day (default 0)",
+    )  # fmt: skip
+    sim.add_argument("--scale", choices=["tiny", "small", "city"], default="small",
+                     help="tiny (tests), small (~4k events/day) or city (~150k events/day, 4,000 pigs, 1.5 kt "
+                     "vegetables); default small")  # fmt: skip
+    sim.add_argument("--end", help="last simulated day, YYYY-MM-DD (default: yesterday, so every event is past)")
+    sim.add_argument("--via", choices=["api", "kafka"], default="api", help="post through the API (default) or "
+                     "produce straight to Kafka")  # fmt: skip
+    sim.add_argument("--url", default="http://127.0.0.1:8000", help="the service (default http://127.0.0.1:8000)")
+    sim.add_argument("--token", help="admin key (default: TRACE_ADMIN_TOKEN, else <data-dir>/admin-token)")
+    sim.add_argument("--data-dir", default=".trace-data", help="where `trace-service dev` keeps its admin token")
+    sim.add_argument("--bootstrap", help="Kafka bootstrap for --via kafka (default TRACE_KAFKA_BOOTSTRAP), and with "
+                     "--via api where the conflicting copies go")  # fmt: skip
+    sim.add_argument("--topic", help="events topic (default TRACE_TOPIC_EVENTS, else trace.events.v1)")
+    sim.add_argument("--rate", type=float, help="target events per second (default: as fast as possible)")
+    sim.add_argument("--batch", type=int, default=500, choices=range(1, 1001), metavar="N",
+                     help="events per POST (default 500, at most 1000)")  # fmt: skip
+    sim.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    sim.add_argument("--truth", metavar="FILE", help="write the ground truth (JSON) here")
+    sim.add_argument("--events", metavar="FILE", help="also write the events here, one JSON object a line")
+    sim.add_argument("--dry-run", action="store_true", help="generate (and write --truth / --events) only")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.set_defaults(func=cmd_simulate)
 
     mig = sub.add_parser(
         "migrate",

@@ -5,6 +5,10 @@ PostgreSQL with its data in ``<data-dir>/postgres`` and an embedded in-memory Ka
 migrates, then runs the API and the worker(s) as child processes. On Ctrl-C or SIGTERM it stops the
 API, lets the worker apply what the broker still holds (the broker keeps nothing on disk), stops the
 worker, the broker and Postgres, in that order.
+
+With ``demo``, once the service is ready it runs ``trace-service simulate`` (a week of a small city with a
+few faults, through the API) as a child process in the background; ``<data-dir>/demo-truth.json`` holds
+what was injected, and a demo already loaded into this data folder is not loaded again.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from trace_service.kafka import ensure_topics
 from trace_service.runtime.embedded import EmbeddedBroker, EmbeddedPostgres, _parent_death_signal
 
 DRAIN_SECONDS = 15.0
+DEMO = ["simulate", "--days", "7", "--scale", "small", "--seed", "1", "--anomalies", "0.01"]
 
 
 def _say(message: str) -> None:
@@ -111,7 +116,7 @@ def _terminate(child: subprocess.Popen[bytes], name: str, timeout: float = 20.0)
         child.wait()
 
 
-def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1) -> int:
+def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1, demo: bool = False) -> int:
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -123,6 +128,8 @@ def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1) -> int:
     broker: EmbeddedBroker | None = None
     api: subprocess.Popen[bytes] | None = None
     worker_procs: list[subprocess.Popen[bytes]] = []
+    demo_proc: subprocess.Popen[bytes] | None = None
+    demo_done = data_dir / "demo-loaded"
     code = 0
     try:
         if "TRACE_DATABASE_URL" not in os.environ:
@@ -158,6 +165,14 @@ def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1) -> int:
         _say(f"ready: {url}  (API docs: {url}/docs)")
         if generated_token:
             _say(f"admin token: {env['TRACE_ADMIN_TOKEN']}  (kept in {data_dir / 'admin-token'})")
+        if demo and demo_done.exists():
+            _say(f"the demo week is already in this data folder ({demo_done} exists)")
+        elif demo:
+            _say("loading a simulated week in the background (trace-service simulate)")
+            # The admin key reaches the loader in its environment, not on its command line.
+            loader = [*command, *DEMO, "--url", url, "--bootstrap", env["TRACE_KAFKA_BOOTSTRAP"]]
+            loader += ["--truth", str(data_dir / "demo-truth.json")]
+            demo_proc = subprocess.Popen(loader, **spawn)  # type: ignore[call-overload]  # noqa: S603
         _say("press Ctrl-C to stop")
         while True:
             for child in [api, *worker_procs]:
@@ -165,6 +180,13 @@ def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1) -> int:
                     _say(f"a child process exited (code {child.returncode}); stopping")
                     code = 1
                     raise _Stop
+            if demo_proc is not None and demo_proc.poll() is not None:
+                if demo_proc.returncode == 0:
+                    demo_done.write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+                    _say("the demo week is loaded")
+                else:
+                    _say(f"loading the demo week failed (exit code {demo_proc.returncode})")
+                demo_proc = None
             time.sleep(0.5)
     except _Stop:
         pass
@@ -174,6 +196,8 @@ def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1) -> int:
     finally:
         handler.stopping = True  # further signals must not interrupt the orderly stop below
         _say("stopping")
+        if demo_proc is not None:
+            _terminate(demo_proc, "demo loader", timeout=5.0)
         if api is not None:
             _terminate(api, "API")
         if worker_procs and all(w.poll() is None for w in worker_procs) and "TRACE_DATABASE_URL" in env:
