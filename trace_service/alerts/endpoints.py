@@ -59,6 +59,12 @@ async def stream(
     hub: AlertStream = request.app.state.alert_stream
     resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
 
+    return alert_event_stream(hub, resume)
+
+
+def alert_event_stream(hub: AlertStream, resume: int | None) -> StreamingResponse:
+    """Server-Sent Events of new and changed alerts, with keep-alives; used by the API and the console."""
+
     async def events() -> AsyncIterator[bytes]:
         yield b"retry: 3000\n: connected\n\n"
         source = hub.subscribe(resume).__aiter__()

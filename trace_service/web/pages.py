@@ -7,19 +7,16 @@ Nothing here computes lineage, alerts or supply figures itself: it calls the ser
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import date
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, quote
 
-import anyio
 import segno
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -27,7 +24,7 @@ from trace_service.access import service as access
 from trace_service.access.http import CurrentSettings, get_engine, unit_of_work
 from trace_service.access.models import Role
 from trace_service.alerts import service as alerts
-from trace_service.alerts.endpoints import HEARTBEAT_SECONDS, AlertId, Note
+from trace_service.alerts.endpoints import AlertId, Note, alert_event_stream
 from trace_service.alerts.service import AlertStream
 from trace_service.chain.service import ChainService
 from trace_service.errors import DomainError, Forbidden, NotFound, Unauthorized
@@ -281,34 +278,7 @@ async def console_alert_stream(
     hub: AlertStream = request.app.state.alert_stream
     resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
 
-    async def events() -> AsyncIterator[bytes]:
-        yield b"retry: 3000\n: connected\n\n"
-        source = cast(AsyncGenerator[tuple[int, str], None], hub.subscribe(resume))
-        pending: asyncio.Task[tuple[int, str]] | None = None
-        try:
-            while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(anext(source))
-                done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT_SECONDS)
-                if not done:
-                    yield b": keep-alive\n\n"
-                    continue
-                row_id, payload = pending.result()
-                pending = None
-                yield f"id: {row_id}\nevent: alert\ndata: {payload}\n\n".encode()
-        finally:
-            # The browser went away. The generator may be suspended inside the pending step: cancel that
-            # step and let it finish before closing, else aclose() finds the generator still running.
-            # Shielded, because the response's cancel scope would cancel every await in here again.
-            with anyio.CancelScope(shield=True):
-                if pending is not None:
-                    pending.cancel()
-                    await asyncio.wait({pending})
-                await source.aclose()
-
-    return StreamingResponse(
-        events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    )
+    return alert_event_stream(hub, resume)
 
 
 @router.post("/console/api/alerts/{alert_id}/{action}")
