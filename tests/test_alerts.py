@@ -39,7 +39,7 @@ _DB_LOCK = asyncio.Lock()  # one asyncpg connection serves every concurrent repl
 async def _alerts_of(db: asyncpg.Connection, tag: str, ids: list[str]) -> list[tuple[str, str, str]]:
     rows = await db.fetch(
         """SELECT rule, subject_code, severity FROM alerts a
-           WHERE a.subject_code LIKE '%' || $1 || '%'
+           WHERE a.subject_code LIKE '%' || $1  -- every code of a replay ends with its tag
               OR a.id IN (SELECT alert_id FROM alert_events WHERE event_id = ANY($2::uuid[]))
            ORDER BY rule, subject_code""",
         tag,

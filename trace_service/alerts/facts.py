@@ -22,9 +22,15 @@ async def tag_uses(conn: AsyncConnection, tags: Sequence[str]) -> list[r.TagUse]
     if not tags:
         return []
     rows = await conn.exec_driver_sql(
-        """SELECT t.tag, t.role, l.code, t.event_id, ev.occurred_at, ev.operator
-           FROM ear_tags t JOIN lots l ON l.id = t.lot_id JOIN events ev ON ev.event_id = t.event_id
-           WHERE t.tag = ANY($1::text[])""",
+        # Only tags carried by two lots in one role can be a finding: filter them in SQL, so a normal
+        # batch (every tag used once per role) returns no rows at all.
+        """WITH dup AS (
+               SELECT t.tag, t.role FROM unnest($1::text[]) AS u(tag) JOIN ear_tags t ON t.tag = u.tag
+               GROUP BY t.tag, t.role HAVING count(DISTINCT t.lot_id) > 1
+           )
+           SELECT t.tag, t.role, l.code, t.event_id, ev.occurred_at, ev.operator
+           FROM dup JOIN ear_tags t ON t.tag = dup.tag AND t.role = dup.role
+           JOIN lots l ON l.id = t.lot_id JOIN events ev ON ev.event_id = t.event_id""",
         (list(tags),),
     )
     return [r.TagUse(*row) for row in _rows(rows)]

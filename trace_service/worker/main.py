@@ -96,6 +96,7 @@ class Worker:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=s.worker_max_records,
+            fetch_max_wait_ms=s.worker_fetch_max_wait_ms,
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
             session_timeout_ms=s.worker_session_timeout_ms,
