@@ -758,6 +758,49 @@ async def _minimal_client(port: int, token: str, codes: list[str], warm: int) ->
     return out
 
 
+def _cpu_times() -> tuple[int, int]:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _pid_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+class OthersCpu:
+    """CPU used by processes other than this bench, the API and the database's backends serving them."""
+
+    def __init__(self, conn: asyncpg.Connection, pids: list[int]) -> None:
+        self.conn, self.pids = conn, pids
+
+    async def _ours(self) -> dict[int, int]:
+        backends = await self.conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        return {pid: _pid_ticks(pid) for pid in [*self.pids, *(r["pid"] for r in backends)]}
+
+    async def start(self) -> None:
+        self.ours0 = await self._ours()
+        self.busy0, self.total0 = _cpu_times()
+
+    async def cores(self) -> float:
+        busy, total = _cpu_times()
+        ours = await self._ours()
+        mine = sum(t - self.ours0.get(pid, 0) for pid, t in ours.items())
+        return max(0.0, (busy - self.busy0 - mine) / max(1, total - self.total0) * (os.cpu_count() or 1))
+
+
+async def _busy_cores(seconds: float) -> float:
+    """How many cores were busy (all processes) over the next ``seconds``."""
+    busy0, total0 = _cpu_times()
+    await asyncio.sleep(seconds)
+    busy1, total1 = _cpu_times()
+    return (busy1 - busy0) / max(1, total1 - total0) * (os.cpu_count() or 1)
+
+
 def _spawn_api(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     handle = log.open("wb")
     args = [sys.executable, "-m", "trace_service.cli", "api", "--port", str(port)]
@@ -831,10 +874,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if api.poll() is not None:
                     raise RuntimeError(f"the API exited: {(tmp / 'api.log').read_text()[-2000:]}")
                 await asyncio.sleep(0.1)
-            result["load_before"] = os.getloadavg()
-            if result["load_before"][0] > 0.5:
-                print(f"warning: load average {result['load_before'][0]:.2f} before measuring: other processes share "
-                      "the cores and inflate every figure", flush=True)  # fmt: skip
+            # Nothing of ours runs now: what the cores do meanwhile is other processes' work, which would
+            # inflate every figure (the load average still counts the build of a minute ago).
+            result["background_cpu"] = await _busy_cores(3.0)
+            if (busy := result["background_cpu"]) > 0.1:
+                cores = os.cpu_count()
+                print(f"warning: other processes kept {busy:.2f} of {cores} cores busy: every figure is inflated")
             floor = []
             for i in range(args.warmup + 1000):
                 t0 = time.perf_counter()
@@ -843,6 +888,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     floor.append((time.perf_counter() - t0) * 1000)
             result["floor_healthz_ms"] = _summary(floor)
             print(f"measuring (API pid {api.pid}, database {dbname})", flush=True)
+            others = OthersCpu(conn, [os.getpid(), api.pid])
+            await others.start()
             for case, codes, warm in cases:
                 t0 = time.monotonic()
                 result[case.name] = await _measure(client, conn, case, codes, warm)
@@ -856,7 +903,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # The same backward traces and the floor through a minimal HTTP/1.1 client on one raw keep-alive
             # socket: what the API costs without httpx's own overhead on the shared cores.
             result["minimal_client"] = await _minimal_client(port, token, cases[0][1], args.warmup)
-            result["load_after"] = os.getloadavg()
+            result["others_cpu_during"] = await others.cores()
         result["api_peak_rss_mb"] = _peak_rss_mb(api.pid)
     finally:
         if api is not None and api.poll() is None:
@@ -925,8 +972,10 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> None:
     same = all(r[name]["http_body_equals_sql_text"] for name in labels)
     print(f"  HTTP bodies identical to the SQL statements' text: {'yes' if same else 'NO'}")
     print(f"  peak RSS of the API: {r['api_peak_rss_mb']:.0f} MB")
-    before, after = r["load_before"][0], r["load_after"][0]
-    print(f"  load average (1 min) before / after measuring: {before:.2f} / {after:.2f}")
+    print(
+        f"  cores kept busy by other processes: {r['background_cpu']:.2f} before measuring, "
+        f"{r['others_cpu_during']:.2f} while measuring (of {os.cpu_count()})"
+    )
     top = r["recall_candidates"]
     low, high = top[-1]["downstream_lots"], top[0]["downstream_lots"]
     print(f"  farm recall: the {len(top)} farm lots with the largest downstream, {low:,}-{high:,} lots each")
