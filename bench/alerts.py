@@ -27,8 +27,8 @@ Goals (issue 4): alert latency p99 ≤ 1 s on both paths; the rules cost at most
 Usage: ``python -m bench.alerts`` (about 4 minutes on 2 cores; ``--samples`` and ``--events`` size it).
 Starts an embedded broker, uses the Postgres server at ``--database-dsn`` (fresh databases are created and
 dropped), starts the API and the workers as child processes. Prints a table and writes JSON to
-``bench/results/``. ``--py-spy DIR`` also records the worker and the API with py-spy (flame graphs) during
-the latency window, and the worker in each apply mode.
+``bench/results/`` (or to ``--out PATH``). ``--py-spy DIR`` also records the worker and the API with py-spy
+(flame graphs) during the latency window, and the worker in each apply mode.
 """
 
 from __future__ import annotations
@@ -36,13 +36,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
-import json
 import os
 import platform
 import secrets
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -52,7 +48,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +57,35 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.common import (
+    CpuMeter,
+    add_runner_options,
+    code_version,
+    count_events,
+    create_db,
+    drop_db,
+    goal,
+    peak_rss_mb,
+    produce,
+    py_spy,
+    service_env,
+    spawn,
+    spawn_api,
+    stop,
+    stop_spy,
+    summary,
+    wait_events,
+    wait_ready,
+    write_result,
+)
 from trace_service.alerts.models import alert_id
 from trace_service.chain import scenarios
 from trace_service.contract.events import build_catalogue, canonical_bytes
 from trace_service.db.engine import migrate
 from trace_service.kafka import ensure_topics
-from trace_service.runtime.embedded import EmbeddedBroker, find_free_port
+from trace_service.runtime.embedded import EmbeddedBroker
 from trace_service.settings import Settings
 
-RESULTS = Path(__file__).resolve().parent / "results"
 GOAL_P99_S = 1.0
 GOAL_COST = 0.20
 COST_TOPIC = "bench.alerts.cost"
@@ -82,7 +98,6 @@ MODES = {
     "market": {"TRACE_RULE_ENABLED": "false", "TRACE_MARKET_ENABLED": "true"},
 }
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- normal chains ------------------------------------------------------------------------------------
@@ -206,88 +221,6 @@ def _asf_positive(chain: Chain) -> dict[str, Any]:
 # -- measuring helpers ----------------------------------------------------------------------------------
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _summary(values: list[float]) -> dict[str, float]:
-    return {
-        "n": len(values),
-        "p50": statistics.median(values) if values else float("nan"),
-        "p90": _pct(values, 0.90),
-        "p99": _pct(values, 0.99),
-        "max": max(values) if values else float("nan"),
-        "mean": statistics.fmean(values) if values else float("nan"),
-    }
-
-
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def _postgres_cpu(dbname: str) -> float:
-    """CPU seconds used so far by the Postgres backends connected to this database (as long as they live)."""
-    total = 0.0
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-            if not cmdline.startswith(b"postgres: ") or f" {dbname} ".encode() not in cmdline:
-                continue
-            total += _proc_cpu(int(proc.name))
-        except (OSError, ValueError):
-            continue
-    return total
-
-
-def _machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all cores so far."""
-    parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = parts[3] + parts[4]
-    total = sum(parts[:8])
-    return total - idle, total
-
-
-class CpuMeter:
-    """Cores used by each process between ``start`` and ``stop``."""
-
-    def __init__(self, pids: dict[str, int], dbname: str) -> None:
-        self.pids = pids
-        self.dbname = dbname
-        self._t0 = 0.0
-        self._cpu0: dict[str, float] = {}
-        self._busy0 = (0.0, 0.0)
-
-    def _read(self) -> dict[str, float]:
-        out = {name: _proc_cpu(pid) for name, pid in self.pids.items()}
-        out["postgres"] = _postgres_cpu(self.dbname)
-        return out
-
-    def start(self) -> None:
-        self._t0 = time.monotonic()
-        self._cpu0 = self._read()
-        self._busy0 = _machine_busy()
-
-    def stop(self) -> dict[str, float]:
-        wall = time.monotonic() - self._t0
-        now = self._read()
-        busy, total = _machine_busy()
-        cores = {f"{name}_cores": (now[name] - self._cpu0[name]) / wall for name in now}
-        ours = sum(cores.values())
-        machine = (busy - self._busy0[0]) / max(1.0, total - self._busy0[1])
-        cores["machine_busy"] = machine
-        # Whatever else ran on the machine meanwhile (other sessions, the kernel): the benchmark's noise.
-        cores["other_cores"] = machine * (os.cpu_count() or 1) - ours
-        return cores
-
-
 async def _loop_lag(stop: asyncio.Event, lags: list[float]) -> None:
     """How late this process's event loop wakes up: the measuring client's own error."""
     while not stop.is_set():
@@ -326,88 +259,9 @@ async def _table_stats(conn: asyncpg.Connection) -> dict[str, Any]:
         _TABLE_STATS, _HOT_TABLES)}  # fmt: skip
 
 
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    handle = log.open("wb")
-    return subprocess.Popen([sys.executable, "-m", "trace_service.cli", *args], env=env, stdout=handle, stderr=handle)
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
-def _py_spy(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes] | None:
-    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(exe).exists():
-        print(f"py-spy not found ({exe}); pip install py-spy", file=sys.stderr)
-        return None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [exe, "record", "-d", str(seconds), "-r", "50", "-p", str(pid), "-o", str(out), "--nonblocking"]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=(out.with_suffix(".log")).open("wb"))
-
-
-def _stop_spy(spy: subprocess.Popen[bytes] | None) -> None:
-    """py-spy writes its flame graph when interrupted (SIGINT), not when terminated."""
-    if spy is None:
-        return
-    if spy.poll() is None:
-        spy.send_signal(signal.SIGINT)
-    try:
-        spy.wait(30)
-    except subprocess.TimeoutExpired:
-        spy.kill()
-
-
-async def _create_db(dsn: str, prefix: str) -> str:
-    name = f"{prefix}_{secrets.token_hex(3)}"
-    admin = await asyncpg.connect(dsn + "/postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return name
-
-
-async def _drop_db(dsn: str, name: str) -> None:
-    admin = await asyncpg.connect(dsn + "/postgres")
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 def _env(args: argparse.Namespace, broker: EmbeddedBroker, dbname: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")}
-    env.update(
-        {
-            "TRACE_DATABASE_URL": f"{args.database_url}/{dbname}",
-            "TRACE_KAFKA_BOOTSTRAP": broker.bootstrap,
-            "TRACE_KEY_PEPPER": secrets.token_hex(16),
-            "TRACE_LOG_LEVEL": "warning",
-            "TRACE_EVENTS_PARTITIONS": str(args.partitions),
-        }
-    )
-    env.update(extra)
-    return env
-
-
-async def _count(conn: asyncpg.Connection) -> int:
-    return int(await conn.fetchval("SELECT count(*) FROM events"))
-
-
-async def _wait_count(conn: asyncpg.Connection, target: int, timeout: float, interval: float = 0.05) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await _count(conn) >= target:
-            return time.monotonic()
-        await asyncio.sleep(interval)
-    raise RuntimeError(f"only {await _count(conn)} of {target} events applied within {timeout:.0f} s")
+    url = f"{args.database_url}/{dbname}"
+    return service_env(url, broker.bootstrap, TRACE_EVENTS_PARTITIONS=str(args.partitions), **extra)
 
 
 async def _post(client: httpx.AsyncClient, body: bytes, headers: dict[str, str]) -> None:
@@ -554,7 +408,7 @@ async def _register(client: httpx.AsyncClient, headers: dict[str, str], operator
 
 
 async def latency(args: argparse.Namespace, broker: EmbeddedBroker, tmp: Path) -> dict[str, Any]:
-    dbname = await _create_db(args.database_dsn, "trace_bench_alerts")
+    dbname = await create_db(args.database_dsn, "trace_bench_alerts")
     token = secrets.token_urlsafe(24)
     env = _env(args, broker, dbname, TRACE_ADMIN_TOKEN=token, **MODES["on"])
     settings = Settings(
@@ -569,11 +423,10 @@ async def latency(args: argparse.Namespace, broker: EmbeddedBroker, tmp: Path) -
     auth = {"Authorization": f"Bearer {token}"}
     post_headers = {**auth, "content-type": "application/json"}
     try:
-        port = find_free_port()
-        api = _spawn(["api", "--port", str(port)], env, tmp / "api.log")
-        worker = _spawn(["worker"], env, tmp / "worker.log")
+        api, base = spawn_api(env, tmp / "api.log")
+        worker = spawn(["worker"], env, tmp / "worker.log")
         procs += [api, worker]
-        base = f"http://127.0.0.1:{port}"
+        await wait_ready(base, procs=procs)
         timeout = httpx.Timeout(30.0, read=None)
         async with (
             httpx.AsyncClient(base_url=base, timeout=timeout) as setup,
@@ -582,14 +435,6 @@ async def latency(args: argparse.Namespace, broker: EmbeddedBroker, tmp: Path) -
             httpx.AsyncClient(base_url=base, timeout=timeout) as poll_client,
             httpx.AsyncClient(base_url=base, timeout=timeout) as sse_client,
         ):
-            for _ in range(300):
-                with contextlib.suppress(httpx.TransportError):
-                    if (await setup.get("/readyz")).status_code == 200:
-                        break
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError("the API did not become ready")
-
             chains = Chains(pools=args.pools)
             t = time.monotonic()
             await _register(setup, auth, chains.operators)
@@ -603,7 +448,7 @@ async def latency(args: argparse.Namespace, broker: EmbeddedBroker, tmp: Path) -
             bodies = [orjson.dumps(flat[i : i + 500]) for i in range(0, len(flat), 500)]
             for i in range(0, len(bodies), 4):
                 await asyncio.gather(*(_post(setup, b, post_headers) for b in bodies[i : i + 4]))
-            await _wait_count(conn, len(flat), 300)
+            await wait_events(conn, len(flat), 300)
             out["preloaded_events"] = len(flat)
 
             load = Load(chains.mix(args.pig_share), args.rate, args.batch)
@@ -630,11 +475,11 @@ async def latency(args: argparse.Namespace, broker: EmbeddedBroker, tmp: Path) -
             meter = CpuMeter({"api": api.pid, "worker": worker.pid, "broker": broker.pid, "bench": os.getpid()}, dbname)
             meter.start()
             t_window0 = time.monotonic()
-            count0 = await _count(conn)
+            count0 = await count_events(conn)
             if args.py_spy:
-                spy = _py_spy(worker.pid, int(args.samples * args.interval), Path(args.py_spy) / "worker-latency.svg")
+                spy = py_spy(worker.pid, int(args.samples * args.interval), Path(args.py_spy) / "worker-latency.svg")
                 spies += [spy] if spy else []
-                spy = _py_spy(api.pid, int(args.samples * args.interval), Path(args.py_spy) / "api-latency.svg")
+                spy = py_spy(api.pid, int(args.samples * args.interval), Path(args.py_spy) / "api-latency.svg")
                 spies += [spy] if spy else []
 
             samples: list[dict[str, Any]] = []
@@ -679,7 +524,7 @@ async def latency(args: argparse.Namespace, broker: EmbeddedBroker, tmp: Path) -
                 tasks.append(asyncio.create_task(sample(i, chain)))
             await asyncio.gather(*tasks)
             t_window1 = time.monotonic()
-            count1 = await _count(conn)
+            count1 = await count_events(conn)
             cpu = meter.stop()
             stop_load.set()
             await load_task
@@ -693,8 +538,8 @@ async def latency(args: argparse.Namespace, broker: EmbeddedBroker, tmp: Path) -
             posted = sum(n for _, n in load.accepted)
             total = len(flat) + posted + len(targets)
             t_end = time.monotonic()
-            backlog_end = total - await _count(conn)
-            drained = await _wait_count(conn, total, 120)
+            backlog_end = total - await count_events(conn)
+            drained = await wait_events(conn, total, 120)
             sse_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
                 await sse_task
@@ -709,14 +554,14 @@ async def latency(args: argparse.Namespace, broker: EmbeddedBroker, tmp: Path) -
             out.update(
                 {
                     "samples": len(measured),
-                    "get": _summary(get_s),
-                    "sse": _summary(sse_s),
+                    "get": summary(get_s),
+                    "sse": summary(sse_s),
                     "get_missing": sum(s["get_s"] is None for s in measured),
                     "sse_missing": sum(s["sse_s"] is None for s in measured),
-                    "to_txn": _summary([s["to_txn_s"] for s in measured if s["to_txn_s"] is not None]),
-                    "txn": _summary([s["txn_s"] for s in measured if s["txn_s"] is not None]),
-                    "txn_events": _summary([s["txn_events"] for s in measured if s["txn_events"] is not None]),
-                    "trigger_post_ms": _summary([s["post_ms"] for s in measured]),
+                    "to_txn": summary([s["to_txn_s"] for s in measured if s["to_txn_s"] is not None]),
+                    "txn": summary([s["txn_s"] for s in measured if s["txn_s"] is not None]),
+                    "txn_events": summary([s["txn_events"] for s in measured if s["txn_events"] is not None]),
+                    "trigger_post_ms": summary([s["post_ms"] for s in measured]),
                     "polls_per_sample": statistics.fmean(s["polls"] for s in measured),
                     "target_rate": args.rate,
                     "background_rate": load.rate_between(t_window0, t_window1),
@@ -727,7 +572,7 @@ async def latency(args: argparse.Namespace, broker: EmbeddedBroker, tmp: Path) -
                     "drain_s": drained - t_end,
                     "window_s": t_window1 - t_window0,
                     "cpu": cpu,
-                    "bench_loop_lag_ms": {k: v * 1000 for k, v in _summary(lags).items() if k != "n"},
+                    "bench_loop_lag_ms": {k: v * 1000 for k, v in summary(lags).items() if k != "n"},
                     "sse_events": sse.events,
                     "alerts_by_rule": dict(
                         Counter(dict(await conn.fetch("SELECT rule, count(*) FROM alerts GROUP BY rule")))
@@ -735,29 +580,19 @@ async def latency(args: argparse.Namespace, broker: EmbeddedBroker, tmp: Path) -
                     "dead_letters": int(await conn.fetchval("SELECT count(*) FROM dead_letters")),
                     "analyze_runs_s": analyzed,
                     "table_stats": await _table_stats(conn),
-                    "worker_peak_rss_mb": _peak_rss_mb(worker.pid),
-                    "api_peak_rss_mb": _peak_rss_mb(api.pid),
+                    "worker_peak_rss_mb": peak_rss_mb(worker.pid),
+                    "api_peak_rss_mb": peak_rss_mb(api.pid),
                     "raw_samples": samples,
                 }
             )
     finally:
         for spy in spies:
-            _stop_spy(spy)
-        _stop(procs)
+            stop_spy(spy)
+        stop(procs)
         await conn.close()
         if not args.keep:
-            await _drop_db(args.database_dsn, dbname)
+            await drop_db(args.database_dsn, dbname)
     return out
-
-
-def _peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 async def _delivery(bootstrap: str, fetch_max_wait_ms: int, n: int) -> dict[str, float]:
@@ -800,31 +635,16 @@ async def _delivery(bootstrap: str, fetch_max_wait_ms: int, n: int) -> dict[str,
             await task
         await consumer.stop()
         await producer.stop()
-    return _summary(took)
+    return summary(took)
 
 
 # -- 2. rule cost ---------------------------------------------------------------------------------------
 
 
-async def _produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=1024 * 1024,
-        max_request_size=8 * 1024 * 1024,
-    )  # fmt: skip
-    await producer.start()
-    try:
-        t0 = time.monotonic()
-        futures = [await producer.send(topic, value=v, key=k) for k, v in messages]
-        await asyncio.gather(*futures)
-        return time.monotonic() - t0
-    finally:
-        await producer.stop()
-
-
 async def _apply_once(
     args: argparse.Namespace, broker: EmbeddedBroker, tmp: Path, n: int, mode: str, run: int
 ) -> dict[str, Any]:
-    dbname = await _create_db(args.database_dsn, f"trace_bench_cost_{mode}")
+    dbname = await create_db(args.database_dsn, f"trace_bench_cost_{mode}")
     env = _env(
         args, broker, dbname, **MODES[mode],
         TRACE_TOPIC_EVENTS=COST_TOPIC,
@@ -836,30 +656,30 @@ async def _apply_once(
     spy: subprocess.Popen[bytes] | None = None
     try:
         t0 = time.monotonic()
-        worker = _spawn(["worker"], env, tmp / f"worker-cost-{mode}-{run}.log")
-        while await _count(conn) == 0:
+        worker = spawn(["worker"], env, tmp / f"worker-cost-{mode}-{run}.log")
+        while await count_events(conn) == 0:
             if worker.poll() is not None:
                 raise RuntimeError(f"the worker exited; see {tmp}")
             if time.monotonic() - t0 > 120:
                 raise RuntimeError("the worker applied nothing within 120 s")
             await asyncio.sleep(0.01)
         t_first = time.monotonic()
-        first = await _count(conn)  # the first batch is committed at once: time the rows after it
+        first = await count_events(conn)  # the first batch is committed at once: time the rows after it
         if args.py_spy and run == 0:
-            spy = _py_spy(worker.pid, 120, Path(args.py_spy) / f"worker-apply-{mode}.svg")
+            spy = py_spy(worker.pid, 120, Path(args.py_spy) / f"worker-apply-{mode}.svg")
         meter = CpuMeter({"worker": worker.pid}, dbname)
         meter.start()
-        stop = asyncio.Event()
+        applied = asyncio.Event()
         analyzed: list[float] = []
         analyzer = (
-            asyncio.create_task(_analyzer(f"{args.database_dsn}/{dbname}", args.analyze_every, stop, analyzed))
+            asyncio.create_task(_analyzer(f"{args.database_dsn}/{dbname}", args.analyze_every, applied, analyzed))
             if args.analyze_every
             else None
         )
         try:
-            t_done = await _wait_count(conn, n, 600, interval=0.02)
+            t_done = await wait_events(conn, n, 600, interval=0.02)
         finally:
-            stop.set()
+            applied.set()
             if analyzer is not None:
                 await analyzer
         cpu = meter.stop()
@@ -881,12 +701,12 @@ async def _apply_once(
             "lots": int(await conn.fetchval("SELECT count(*) FROM lots")),
         }
     finally:
-        _stop_spy(spy)
+        stop_spy(spy)
         if worker is not None:
-            _stop([worker])
+            stop([worker])
         await conn.close()
         if not args.keep:
-            await _drop_db(args.database_dsn, dbname)
+            await drop_db(args.database_dsn, dbname)
 
 
 async def rule_cost(args: argparse.Namespace, broker: EmbeddedBroker, tmp: Path) -> dict[str, Any]:
@@ -903,7 +723,7 @@ async def rule_cost(args: argparse.Namespace, broker: EmbeddedBroker, tmp: Path)
             messages.append((e["operator"].encode(), canonical_bytes(model)))
     settings = Settings(kafka_bootstrap=broker.bootstrap, topic_events=COST_TOPIC, events_partitions=args.partitions)
     await ensure_topics(settings)
-    produce_s = await _produce(broker.bootstrap, COST_TOPIC, messages)
+    produce_s = await produce(broker.bootstrap, COST_TOPIC, messages, linger_ms=5)
     n = len(messages)
     runs = []
     modes = args.modes.split(",")
@@ -950,30 +770,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _code_version() -> dict[str, Any]:
-    """The commit measured, and the files of the package that differ from it (others edit concurrently)."""
-    git = shutil.which("git")
-    root = Path(__file__).resolve().parents[1]
-    if git is None:
-        return {}
-
-    def out(*cmd: str) -> str:
-        return subprocess.run([git, *cmd], cwd=root, capture_output=True, text=True, check=True).stdout
-
-    try:
-        head = out("rev-parse", "--short", "HEAD").strip()
-        tree = out("rev-parse", "--short", "HEAD:trace_service").strip()
-        changed = [line[3:] for line in out("status", "--porcelain", "trace_service").splitlines()]
-        diff = hashlib.sha256(out("diff", "HEAD", "--", "trace_service").encode()).hexdigest()[:12]
-    except (OSError, subprocess.CalledProcessError):
-        return {}
-    return {"commit": head, "tree": tree, "changed": changed, "diff_sha256": diff}
-
-
-def _goal(ok: bool) -> str:
-    return "met" if ok else "MISSED"
-
-
 def report(args: argparse.Namespace, r: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     lat = r.get("latency")
@@ -983,12 +779,12 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> list[tuple[str, str, 
             (
                 "alert visible on GET /v1/alerts/{id} p50 / p99 / max",
                 f"{g['p50'] * 1000:.0f} / {g['p99'] * 1000:.0f} / {g['max'] * 1000:.0f} ms",
-                f"goal p99 ≤ {GOAL_P99_S:.0f} s: {_goal(g['p99'] <= GOAL_P99_S and not lat['get_missing'])}",
+                f"goal p99 ≤ {GOAL_P99_S:.0f} s: {goal(g['p99'] <= GOAL_P99_S and not lat['get_missing'])}",
             ),
             (
                 "alert on the SSE stream p50 / p99 / max",
                 f"{s['p50'] * 1000:.0f} / {s['p99'] * 1000:.0f} / {s['max'] * 1000:.0f} ms",
-                f"goal p99 ≤ {GOAL_P99_S:.0f} s: {_goal(s['p99'] <= GOAL_P99_S and not lat['sse_missing'])}",
+                f"goal p99 ≤ {GOAL_P99_S:.0f} s: {goal(s['p99'] <= GOAL_P99_S and not lat['sse_missing'])}",
             ),
             (
                 "  202 → start of the judging transaction p50 / p99",
@@ -1037,8 +833,8 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> list[tuple[str, str, 
             note = f"{cost['events']:,} events, median of {args.cost_runs}"
             rows.append((f"worker apply, rules {mode}", f"{rate:,.0f} events/s", note))
         for mode, c in cost.get("cost_vs_off", {}).items():
-            goal = f"goal ≤ {GOAL_COST:.0%}: {_goal(c <= GOAL_COST)}" if mode == "on" else "(part of it)"
-            rows.append((f"rule cost, {mode} (1 - {mode}/off)", f"{c:.0%}", goal))
+            note = f"goal ≤ {GOAL_COST:.0%}: {goal(c <= GOAL_COST)}" if mode == "on" else "(part of it)"
+            rows.append((f"rule cost, {mode} (1 - {mode}/off)", f"{c:.0%}", note))
     width = max(len(x[0]) for x in rows) if rows else 0
     print(
         f"\nalerts: {args.samples} samples every {args.interval} s under {args.rate:.0f} events/s; cost on "
@@ -1080,24 +876,21 @@ def main() -> None:
     add("--skip-cost", action="store_true", help="only measure the latency")
     add("--py-spy", metavar="DIR", help="record the worker (and API) with py-spy into DIR (flame graphs)")
     add("--keep", action="store_true", help="keep the databases (for EXPLAIN) instead of dropping them")
-    add("--database-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432", help="server URL, no db")
-    add("--database-dsn", default="postgresql://postgres@127.0.0.1:5432", help="the same for asyncpg")
+    add_runner_options(parser, "alerts")
     args = parser.parse_args()
 
     started = time.monotonic()
-    code = _code_version()
+    code = code_version(tree=True)
     result = asyncio.run(run(args))
     result["code"] = code
-    after = _code_version()
+    after = code_version(tree=True)
     if {k: v for k, v in code.items() if k != "commit"} != {k: v for k, v in after.items() if k != "commit"}:
         print("warning: trace_service changed during the run; the figures mix two versions", file=sys.stderr)
         result["code_changed_during_run"] = after
     result["elapsed_s"] = time.monotonic() - started
     report(args, result)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"alerts-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     machine = {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
-    out.write_text(json.dumps({"args": vars(args), "machine": machine, **result}, indent=2, default=str))
+    out = write_result("alerts", {"args": vars(args), "machine": machine, **result}, args.out)
     print(f"\nwritten: {out} ({result['elapsed_s']:.0f} s)")
 
 

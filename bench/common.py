@@ -6,9 +6,11 @@ Nothing here measures anything by itself; the runners (``bench/run.py`` and the 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -18,15 +20,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 from aiokafka import AIOKafkaProducer
+
+from trace_service.runtime.embedded import find_free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432"
+DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 
 
 # -- figures -------------------------------------------------------------------------------------------------
@@ -156,6 +163,32 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
     return subprocess.Popen([sys.executable, "-m", "trace_service.cli", *args], env=env, stdout=handle, stderr=handle)
 
 
+def spawn_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``trace-service api`` on a free port as a child process; the process and its base URL."""
+    port = find_free_port()
+    return spawn(["api", "--port", str(port)], env, log), f"http://127.0.0.1:{port}"
+
+
+async def wait_ready(
+    base: str, path: str = "/readyz", timeout: float = 30.0, procs: Iterable[subprocess.Popen[bytes]] = ()
+) -> None:
+    """Poll ``GET base + path`` until it answers 200. Fails when one of ``procs`` exits meanwhile, or at
+    ``timeout``."""
+    procs = list(procs)
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get(path)).status_code == 200:
+                    return
+            for p in procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"a service process exited with {p.returncode} before {path} answered 200")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{base}{path} did not answer 200 within {timeout:.0f} s")
+            await asyncio.sleep(0.1)
+
+
 def stop(procs: Iterable[subprocess.Popen[bytes]]) -> None:
     """SIGTERM (the service finishes its batch), then SIGKILL after 20 s."""
     procs = list(procs)
@@ -242,10 +275,10 @@ async def wait_events(
 # -- the broker ------------------------------------------------------------------------------------------------
 
 
-async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
+async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], linger_ms: int = 10) -> float:
     """Produce keyed messages as fast as aiokafka goes (acks=all, large batches); the seconds it took."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=10, max_batch_size=1024 * 1024,
+        bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms, max_batch_size=1024 * 1024,
         max_request_size=8 * 1024 * 1024,
     )  # fmt: skip
     await producer.start()
@@ -261,8 +294,9 @@ async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]
 # -- provenance --------------------------------------------------------------------------------------------------
 
 
-def code_version() -> dict[str, Any]:
-    """The commit measured, and the files of the package that differ from it."""
+def code_version(tree: bool = False) -> dict[str, Any]:
+    """The commit measured, and the files of the package that differ from it; with ``tree``, also the hash of
+    the package's tree in that commit (it changes only when a commit touches ``trace_service/``)."""
     git = shutil.which("git")
     root = Path(__file__).resolve().parents[1]
     if git is None:
@@ -275,9 +309,12 @@ def code_version() -> dict[str, Any]:
         head = out("rev-parse", "--short", "HEAD").strip()
         changed = [line[3:] for line in out("status", "--porcelain", "trace_service").splitlines()]
         diff = hashlib.sha256(out("diff", "HEAD", "--", "trace_service").encode()).hexdigest()[:12]
+        package = out("rev-parse", "--short", "HEAD:trace_service").strip() if tree else None
     except (OSError, subprocess.CalledProcessError):
         return {}
-    return {"commit": head, "changed": changed, "diff_sha256": diff}
+    if package is None:
+        return {"commit": head, "changed": changed, "diff_sha256": diff}
+    return {"commit": head, "tree": package, "changed": changed, "diff_sha256": diff}
 
 
 @contextlib.contextmanager
@@ -287,3 +324,21 @@ def timed(into: dict[str, float], key: str) -> Any:
         yield
     finally:
         into[key] = time.monotonic() - t0
+
+
+def write_result(name: str, payload: dict[str, Any], out: str | Path | None = None) -> Path:
+    """Write a runner's result as JSON to ``out`` or, without it, to ``bench/results/<name>-<UTC time>.json``;
+    the path written."""
+    path = Path(out) if out else RESULTS / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+    return path
+
+
+def add_runner_options(parser: argparse.ArgumentParser, name: str) -> None:
+    """The options every runner takes: where its JSON goes and which Postgres server it uses."""
+    parser.add_argument(
+        "--out", metavar="PATH", help=f"write the result JSON to PATH instead of bench/results/{name}-<time>.json"
+    )
+    parser.add_argument("--database-url", default=DEFAULT_URL, help="server URL, no db (default %(default)s)")
+    parser.add_argument("--database-dsn", default=DEFAULT_DSN, help="the same for asyncpg (default %(default)s)")

@@ -15,13 +15,13 @@ only with two earlier same-weekday weeks, so from ``--days 15``) and any other m
 simulated days; alerts about days after them (the silence of today) are counted but not judged.
 
 Usage: ``python -m bench.detection`` (about a minute; ``--days``, ``--scale`` and ``--anomalies`` size it).
-Prints a table and writes JSON to ``bench/results/``.
+Prints a table and writes JSON to ``bench/results/`` (or to ``--out PATH``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import asyncio
 import os
 import platform
 import secrets
@@ -31,27 +31,31 @@ import tempfile
 import time
 import urllib.parse
 from collections import Counter
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 
+from bench.common import (
+    add_runner_options,
+    create_db,
+    drop_db,
+    service_env,
+    spawn,
+    spawn_api,
+    stop,
+    wait_ready,
+    write_result,
+)
 from trace_service.db.engine import migrate
 from trace_service.kafka import ensure_topics
-from trace_service.runtime.embedded import EmbeddedBroker, find_free_port
+from trace_service.runtime.embedded import EmbeddedBroker
 from trace_service.settings import Settings
 from trace_service.sim import runner
 from trace_service.sim.city import build_city
 from trace_service.sim.events import RULES, Simulation, simulate
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    handle = log.open("wb")
-    return subprocess.Popen([sys.executable, "-m", "trace_service.cli", *args], env=env, stdout=handle, stderr=handle)
 
 
 def _alerts(base: str, token: str) -> list[dict[str, Any]]:
@@ -78,8 +82,6 @@ async def _count(dsn: str, sql: str) -> int:
 
 
 def _wait(dsn: str, sql: str, target: int, timeout: float) -> int:
-    import asyncio
-
     deadline = time.monotonic() + timeout
     while True:
         n = asyncio.run(_count(dsn, sql))
@@ -90,8 +92,6 @@ def _wait(dsn: str, sql: str, target: int, timeout: float) -> int:
 
 def _stable_alerts(dsn: str, quiet: float, timeout: float) -> int:
     """Wait until the alert table has not changed for ``quiet`` seconds."""
-    import asyncio
-
     deadline = time.monotonic() + timeout
     last, since = -1, time.monotonic()
     while time.monotonic() < deadline:
@@ -208,50 +208,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     runner.describe(sim, lambda m: print(m, file=sys.stderr))
     tmp = Path(tempfile.mkdtemp(prefix="trace-detection-"))
     broker = EmbeddedBroker.start(log_file=tmp / "broker.log")
-    dbname = f"trace_detect_{secrets.token_hex(3)}"
-    import asyncio
-
-    async def admin_sql(sql: str) -> None:
-        conn = await asyncpg.connect(args.database_dsn + "/postgres")
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin_sql(f'CREATE DATABASE "{dbname}"'))
+    dbname = asyncio.run(create_db(args.database_dsn, "trace_detect"))
     database_url = f"{args.database_url}/{dbname}"
     dsn = f"{args.database_dsn}/{dbname}"
     token = secrets.token_urlsafe(24)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")}
-    env.update(
-        {
-            "TRACE_DATABASE_URL": database_url,
-            "TRACE_KAFKA_BOOTSTRAP": broker.bootstrap,
-            "TRACE_ADMIN_TOKEN": token,
-            "TRACE_KEY_PEPPER": secrets.token_hex(16),
-            "TRACE_LOG_LEVEL": "warning",
-            "TRACE_RULE_SETTLE_SECONDS": str(args.settle),
-            "TRACE_RULE_GRACE_SECONDS": str(args.grace),
-            "TRACE_RULE_TICK_SECONDS": "0.5",
-        }
-    )
+    env = service_env(
+        database_url, broker.bootstrap, TRACE_ADMIN_TOKEN=token, TRACE_RULE_SETTLE_SECONDS=str(args.settle),
+        TRACE_RULE_GRACE_SECONDS=str(args.grace), TRACE_RULE_TICK_SECONDS="0.5",
+    )  # fmt: skip
     settings = Settings(database_url=database_url, kafka_bootstrap=broker.bootstrap)
     migrate(database_url)
     asyncio.run(ensure_topics(settings))
     procs: list[subprocess.Popen[bytes]] = []
     result: dict[str, Any] = {}
     try:
-        port = find_free_port()
-        procs.append(_spawn(["api", "--port", str(port)], env, tmp / "api.log"))
-        procs.append(_spawn(["worker"], env, tmp / "worker.log"))
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        api, base = spawn_api(env, tmp / "api.log")
+        procs += [api, spawn(["worker"], env, tmp / "worker.log")]
+        asyncio.run(wait_ready(base, procs=procs))
         summary = runner.run_api(
             sim,
             base,
@@ -284,15 +257,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "comparison": compare(sim, truth, alerts),
         }
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop(procs)
         if not args.keep:
-            asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
+            asyncio.run(drop_db(args.database_dsn, dbname))
         else:
             print(f"kept database {dbname}; logs in {tmp}", file=sys.stderr)
         broker.stop()
@@ -323,10 +290,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the worker (default 600)")
     parser.add_argument("--truth", help="also write the ground truth here")
     parser.add_argument("--keep", action="store_true", help="keep the database and the logs")
-    parser.add_argument(
-        "--database-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432", help="server URL, no db"
-    )
-    parser.add_argument("--database-dsn", default="postgresql://postgres@127.0.0.1:5432", help="the same for asyncpg")
+    add_runner_options(parser, "detection")
     args = parser.parse_args()
 
     result = run(args)
@@ -368,9 +332,7 @@ def main() -> None:
             print(f"  FP {rule}: {fp['subject']['code']}: {fp['message']}")
         for fn in r["missed"][:3]:
             print(f"  FN {rule}: {fn['subject_code']}: {fn['note']}")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"detection-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps({"args": vars(args), "result": result}, indent=2, ensure_ascii=False, default=str))
+    out = write_result("detection", {"args": vars(args), "result": result}, args.out)
     print(f"\nwritten: {out}")
 
 

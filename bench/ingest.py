@@ -12,39 +12,50 @@ Measured in one run on the same machine:
 
 Usage: ``python -m bench.ingest --events 100000 --clients 4``. Starts an embedded broker, uses the
 Postgres server at ``--database-url`` (a fresh database is created and dropped), starts the API and a
-worker as child processes. Prints a table and writes JSON to ``bench/results/``.
+worker as child processes. Prints a table and writes JSON to ``bench/results/`` (or to ``--out PATH``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import secrets
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import orjson
-from aiokafka import AIOKafkaProducer
 
+from bench.common import (
+    add_runner_options,
+    count_events,
+    create_db,
+    drop_db,
+    pct,
+    peak_rss_mb,
+    produce,
+    service_env,
+    spawn,
+    spawn_api,
+    stop,
+    wait_events,
+    wait_ready,
+    write_result,
+)
 from trace_service.contract.events import build_catalogue, canonical_bytes, fingerprint
 from trace_service.db.engine import migrate
 from trace_service.kafka import ensure_topics
-from trace_service.runtime.embedded import EmbeddedBroker, find_free_port
+from trace_service.runtime.embedded import EmbeddedBroker
 from trace_service.settings import Settings
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _event(operator: str, i: int) -> dict[str, Any]:
@@ -61,42 +72,6 @@ def _event(operator: str, i: int) -> dict[str, Any]:
             "result": "pass",
         },
     }
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-async def _count(conn: asyncpg.Connection) -> int:
-    return int(await conn.fetchval("SELECT count(*) FROM events"))
-
-
-async def _wait_count(conn: asyncpg.Connection, target: int, timeout: float) -> float:
-    """Wait until the events table holds ``target`` rows; return the monotonic time it did."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await _count(conn) >= target:
-            return time.monotonic()
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"only {await _count(conn)} of {target} events applied within {timeout:.0f} s")
-
-
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    handle = log.open("wb")
-    return subprocess.Popen([sys.executable, "-m", "trace_service.cli", *args], env=env, stdout=handle, stderr=handle)
 
 
 async def _post_all(base: str, key: str, batches: list[bytes], clients: int) -> tuple[float, list[float]]:
@@ -129,24 +104,6 @@ async def _post_all(base: str, key: str, batches: list[bytes], clients: int) -> 
     return time.monotonic() - t0, latencies
 
 
-async def _raw_produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        linger_ms=5,
-        max_batch_size=1024 * 1024,
-        max_request_size=8 * 1024 * 1024,
-    )
-    await producer.start()
-    try:
-        t0 = time.monotonic()
-        futures = [await producer.send(topic, value=v, key=k) for k, v in messages]
-        await asyncio.gather(*futures)
-        return time.monotonic() - t0
-    finally:
-        await producer.stop()
-
-
 async def _raw_copy(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> float:
     await conn.execute("CREATE TABLE copy_limit (LIKE events INCLUDING ALL)")
     t0 = time.monotonic()
@@ -173,22 +130,11 @@ async def _raw_copy(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> fl
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="trace-bench-"))
     broker = EmbeddedBroker.start(log_file=tmp / "broker.log")
-    dbname = f"trace_bench_{secrets.token_hex(3)}"
-    admin = await asyncpg.connect(args.database_dsn + "/postgres")
-    await admin.execute(f'CREATE DATABASE "{dbname}"')
-    await admin.close()
+    dbname = await create_db(args.database_dsn, "trace_bench")
     database_url = f"{args.database_url}/{dbname}"
     token = secrets.token_urlsafe(24)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")}
-    env.update(
-        {
-            "TRACE_DATABASE_URL": database_url,
-            "TRACE_KAFKA_BOOTSTRAP": broker.bootstrap,
-            "TRACE_ADMIN_TOKEN": token,
-            "TRACE_KEY_PEPPER": secrets.token_hex(16),
-            "TRACE_LOG_LEVEL": "warning",
-            "TRACE_EVENTS_PARTITIONS": str(args.partitions),
-        }
+    env = service_env(
+        database_url, broker.bootstrap, TRACE_ADMIN_TOKEN=token, TRACE_EVENTS_PARTITIONS=str(args.partitions)
     )
     settings = Settings(database_url=database_url, kafka_bootstrap=broker.bootstrap, events_partitions=args.partitions)
     await asyncio.to_thread(migrate, database_url)
@@ -197,19 +143,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
     result: dict[str, Any] = {}
     try:
-        port = find_free_port()
-        api = _spawn(["api", "--port", str(port)], env, tmp / "api.log")
-        worker = _spawn(["worker"], env, tmp / "worker.log")
+        api, base = spawn_api(env, tmp / "api.log")
+        worker = spawn(["worker"], env, tmp / "worker.log")
         procs += [api, worker]
-        base = f"http://127.0.0.1:{port}"
+        await wait_ready(base, procs=procs)
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-            for _ in range(200):
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
             auth = {"Authorization": f"Bearer {token}"}
             operator = "BENCH" + secrets.token_hex(3).upper()
             r = await client.post(
@@ -227,17 +165,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # Warm up the API, the worker and the consumer group before timing.
         warm = [orjson.dumps([_event(operator, 10**9 + i) for i in range(args.batch)]) for _ in range(3)]
         await _post_all(base, key, warm, 1)
-        await _wait_count(conn, 3 * args.batch, 60)
+        await wait_events(conn, 3 * args.batch, 60, procs=procs)
 
         # 1. POST throughput and end to end.
         t_start = time.monotonic()
         post_seconds, latencies = await _post_all(base, key, batches, args.clients)
-        t_applied = await _wait_count(conn, n + 3 * args.batch, 600)
+        t_applied = await wait_events(conn, n + 3 * args.batch, 600, procs=procs)
         result["post_events_per_s"] = n / post_seconds
         result["post_batch_ms_p50"] = statistics.median(latencies)
-        result["post_batch_ms_p99"] = _pct(latencies, 0.99)
+        result["post_batch_ms_p99"] = pct(latencies, 0.99)
         result["e2e_events_per_s"] = n / (t_applied - t_start)
-        result["api_peak_rss_mb"] = _peak_rss_mb(api.pid)
+        result["api_peak_rss_mb"] = peak_rss_mb(api.pid)
 
         # 2. The worker alone: stop it, put n events in the topic, start it, time until applied.
         worker.terminate()
@@ -263,39 +201,31 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     0,
                 )
             )
-        await _raw_produce(broker.bootstrap, settings.topic_events, messages)
-        before = await _count(conn)
+        await produce(broker.bootstrap, settings.topic_events, messages, linger_ms=5)
+        before = await count_events(conn)
         t0 = time.monotonic()
-        worker = _spawn(["worker"], env, tmp / "worker2.log")
+        worker = spawn(["worker"], env, tmp / "worker2.log")
         procs.append(worker)
         # Group join is part of a cold start, not of the apply rate: time from the first applied row.
-        while await _count(conn) == before:
+        while await count_events(conn) == before:
             await asyncio.sleep(0.01)
         t_first = time.monotonic()
-        t_done = await _wait_count(conn, before + n, 600)
+        t_done = await wait_events(conn, before + n, 600)
         result["worker_join_s"] = t_first - t0
         result["apply_events_per_s"] = n / (t_done - t_first)
-        result["worker_peak_rss_mb"] = _peak_rss_mb(worker.pid)
+        result["worker_peak_rss_mb"] = peak_rss_mb(worker.pid)
 
         # 3. Raw limits with the same messages and rows.
-        produce_s = await _raw_produce(broker.bootstrap, "bench.raw.produce", messages)
+        produce_s = await produce(broker.bootstrap, "bench.raw.produce", messages, linger_ms=5)
         result["raw_produce_msgs_per_s"] = n / produce_s
         copy_s = await _raw_copy(conn, rows)
         result["raw_copy_rows_per_s"] = n / copy_s
         result["apply_vs_copy"] = result["apply_events_per_s"] / result["raw_copy_rows_per_s"]
         result["post_vs_produce"] = result["post_events_per_s"] / result["raw_produce_msgs_per_s"]
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop(procs)
         await conn.close()
-        admin = await asyncpg.connect(args.database_dsn + "/postgres")
-        await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        await admin.close()
+        await drop_db(args.database_dsn, dbname)
         broker.stop()
     return result
 
@@ -306,11 +236,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="events per POST (default 1000)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent posting clients (default 4)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the events topic (default 4)")
-    parser.add_argument(
-        "--database-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432", help="server URL, no db"
-    )
-    parser.add_argument("--database-dsn", default="postgresql://postgres@127.0.0.1:5432", help="the same for asyncpg")
     parser.add_argument("--runs", type=int, default=1, help="repeat and report the median of each figure")
+    add_runner_options(parser, "ingest")
     args = parser.parse_args()
 
     runs = [asyncio.run(run(args)) for _ in range(args.runs)]
@@ -344,9 +271,7 @@ def main() -> None:
     )
     for name, value, note in rows:
         print(f"  {name:<{width}}  {value:>22}  {note}")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"ingest-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps({"args": vars(args), "runs": runs, "median": figures}, indent=2))
+    out = write_result("ingest", {"args": vars(args), "runs": runs, "median": figures}, args.out)
     print(f"\nwritten: {out}")
 
 

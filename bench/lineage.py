@@ -22,7 +22,7 @@ of the graph; the days follow from it, or ``--days`` spreads it over more days a
 
 Usage: ``python -m bench.lineage --lots 1000000``. Uses the Postgres server at ``--database-dsn`` (a
 fresh database is created and dropped; ``--keep`` keeps it). Prints a table and writes JSON to
-``bench/results/``.
+``bench/results/`` (or to ``--out PATH``).
 """
 
 from __future__ import annotations
@@ -30,14 +30,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import os
 import platform
 import random
 import secrets
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -45,7 +43,7 @@ import zlib
 from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -54,13 +52,26 @@ import asyncpg
 import httpx
 import orjson
 
+from bench.common import (
+    CpuMeter,
+    add_runner_options,
+    create_db,
+    drop_db,
+    machine_busy,
+    peak_rss_mb,
+    service_env,
+    spawn_api,
+    stop,
+    summary,
+    wait_ready,
+    write_result,
+)
 from trace_service.chain.repository import RECALL_JSON, TRACE_JSON
 from trace_service.chain.service import MAX_DEPTH
 from trace_service.db.engine import migrate
 from trace_service.runtime.embedded import find_free_port
 from trace_service.settings import Settings
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LOCAL = ZoneInfo("Asia/Shanghai")
 START = datetime(2026, 1, 1, tzinfo=LOCAL)
 
@@ -599,33 +610,6 @@ async def build(dsn: str, args: argparse.Namespace) -> tuple[CityGraph, dict[str
 # -- measuring -----------------------------------------------------------------------------------------------
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _summary(values: list[float]) -> dict[str, float]:
-    return {
-        "n": len(values),
-        "p50": statistics.median(values),
-        "p99": _pct(values, 0.99),
-        "mean": statistics.fmean(values),
-        "max": max(values),
-    }
-
-
-def _peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
 @dataclass
 class Case:
     name: str
@@ -675,7 +659,7 @@ async def _measure(
             measured.append(code)
             if identical is None:
                 identical = body == text.encode()
-    http, sql = _summary(http_ms), _summary(sql_ms)
+    http, sql = summary(http_ms), summary(sql_ms)
     # The code whose walk found the median number of lots: the one EXPLAIN ANALYZE shows.
     typical = min(range(len(lots)), key=lambda i: abs(lots[i] - statistics.median(lots)))
     return {
@@ -728,8 +712,9 @@ async def _codes(conn: asyncpg.Connection, ids: list[int]) -> list[str]:
     return [by_id[i] for i in ids]
 
 
-async def _minimal_client(port: int, token: str, codes: list[str], warm: int) -> dict[str, Any]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def _minimal_client(base: str, token: str, codes: list[str], warm: int) -> dict[str, Any]:
+    url = httpx.URL(base)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
 
     async def get(path: str) -> bytes:
         writer.write(f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {token}\r\n\r\n".encode())
@@ -752,67 +737,23 @@ async def _minimal_client(port: int, token: str, codes: list[str], warm: int) ->
                 await get(path)
                 if i >= warm:
                     times.append((time.perf_counter() - t0) * 1000)
-            out[name] = _summary(times)
+            out[name] = summary(times)
     finally:
         writer.close()
     return out
 
 
-def _cpu_times() -> tuple[int, int]:
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-def _pid_ticks(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-class OthersCpu:
-    """CPU used by processes other than this bench, the API and the database's backends serving them."""
-
-    def __init__(self, conn: asyncpg.Connection, pids: list[int]) -> None:
-        self.conn, self.pids = conn, pids
-
-    async def _ours(self) -> dict[int, int]:
-        backends = await self.conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
-        return {pid: _pid_ticks(pid) for pid in [*self.pids, *(r["pid"] for r in backends)]}
-
-    async def start(self) -> None:
-        self.ours0 = await self._ours()
-        self.busy0, self.total0 = _cpu_times()
-
-    async def cores(self) -> float:
-        busy, total = _cpu_times()
-        ours = await self._ours()
-        mine = sum(t - self.ours0.get(pid, 0) for pid, t in ours.items())
-        return max(0.0, (busy - self.busy0 - mine) / max(1, total - self.total0) * (os.cpu_count() or 1))
-
-
 async def _busy_cores(seconds: float) -> float:
     """How many cores were busy (all processes) over the next ``seconds``."""
-    busy0, total0 = _cpu_times()
+    busy0, total0 = machine_busy()
     await asyncio.sleep(seconds)
-    busy1, total1 = _cpu_times()
+    busy1, total1 = machine_busy()
     return (busy1 - busy0) / max(1, total1 - total0) * (os.cpu_count() or 1)
-
-
-def _spawn_api(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    handle = log.open("wb")
-    args = [sys.executable, "-m", "trace_service.cli", "api", "--port", str(port)]
-    return subprocess.Popen(args, env=env, stdout=handle, stderr=handle)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="trace-bench-lineage-"))
-    dbname = f"trace_bench_lineage_{secrets.token_hex(3)}"
-    admin = await asyncpg.connect(args.database_dsn + "/postgres")
-    await admin.execute(f'CREATE DATABASE "{dbname}"')
-    await admin.close()
+    dbname = await create_db(args.database_dsn, "trace_bench_lineage")
     database_url = f"{args.database_url}/{dbname}"
     dsn = f"{args.database_dsn}/{dbname}"
     settings = Settings(database_url=database_url)
@@ -825,19 +766,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         graph, result["graph"] = await build(dsn, args)
         rng = random.Random(args.seed + 7)
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")}
-        env.update(
-            {
-                "TRACE_DATABASE_URL": database_url,
-                # No broker: the lineage endpoints do not need one (readiness says the broker is down).
-                "TRACE_KAFKA_BOOTSTRAP": f"127.0.0.1:{find_free_port()}",
-                "TRACE_ADMIN_TOKEN": token,
-                "TRACE_KEY_PEPPER": secrets.token_hex(16),
-                "TRACE_LOG_LEVEL": "warning",
-            }
-        )
-        port = find_free_port()
-        api = _spawn_api(port, env, tmp / "api.log")
+        # No broker: the lineage endpoints do not need one (readiness says the broker is down).
+        env = service_env(database_url, f"127.0.0.1:{find_free_port()}", TRACE_ADMIN_TOKEN=token)
+        api, base = spawn_api(env, tmp / "api.log")
         conn = await asyncpg.connect(
             dsn,
             server_settings={
@@ -861,19 +792,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             (Case("recall", RECALL, {}, RECALL_JSON, "down", MAX_DEPTH), recall_codes, args.warmup // 4),
         ]
 
-        base = f"http://127.0.0.1:{port}"
+        try:  # /healthz: with no broker, /readyz never answers 200
+            await wait_ready(base, "/healthz", procs=[api])
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}: {(tmp / 'api.log').read_text()[-2000:]}") from None
         limits = httpx.Limits(max_keepalive_connections=1, max_connections=1)
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=base, timeout=30, headers=headers, limits=limits) as client:
-            for _ in range(300):
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if api.poll() is not None:
-                    raise RuntimeError(f"the API exited: {(tmp / 'api.log').read_text()[-2000:]}")
-                await asyncio.sleep(0.1)
             # Nothing of ours runs now: what the cores do meanwhile is other processes' work, which would
             # inflate every figure (the load average still counts the build of a minute ago).
             result["background_cpu"] = await _busy_cores(3.0)
@@ -886,10 +811,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await client.get("/healthz")
                 if i >= args.warmup:
                     floor.append((time.perf_counter() - t0) * 1000)
-            result["floor_healthz_ms"] = _summary(floor)
+            result["floor_healthz_ms"] = summary(floor)
             print(f"measuring (API pid {api.pid}, database {dbname})", flush=True)
-            others = OthersCpu(conn, [os.getpid(), api.pid])
-            await others.start()
+            # CPU of this bench, the API and the database's backends serving them: the rest is other processes'.
+            meter = CpuMeter({"bench": os.getpid(), "api": api.pid}, dbname)
+            meter.start()
             for case, codes, warm in cases:
                 t0 = time.monotonic()
                 result[case.name] = await _measure(client, conn, case, codes, warm)
@@ -902,22 +828,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             # The same backward traces and the floor through a minimal HTTP/1.1 client on one raw keep-alive
             # socket: what the API costs without httpx's own overhead on the shared cores.
-            result["minimal_client"] = await _minimal_client(port, token, cases[0][1], args.warmup)
-            result["others_cpu_during"] = await others.cores()
-        result["api_peak_rss_mb"] = _peak_rss_mb(api.pid)
+            result["minimal_client"] = await _minimal_client(base, token, cases[0][1], args.warmup)
+            result["others_cpu_during"] = max(0.0, meter.stop()["other_cores"])
+        result["api_peak_rss_mb"] = peak_rss_mb(api.pid)
     finally:
-        if api is not None and api.poll() is None:
-            api.terminate()
-            try:
-                api.wait(20)
-            except subprocess.TimeoutExpired:
-                api.kill()
+        if api is not None:
+            stop([api])
         if conn is not None:
             await conn.close()
         if not args.keep:
-            admin = await asyncpg.connect(args.database_dsn + "/postgres")
-            await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-            await admin.close()
+            await drop_db(args.database_dsn, dbname)
     return result
 
 
@@ -997,10 +917,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured requests before each series (default 200)")
     parser.add_argument("--seed", type=int, default=3, help="random seed of the graph and the samples (default 3)")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards (its name is printed)")
-    parser.add_argument(
-        "--database-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432", help="server URL, no db"
-    )
-    parser.add_argument("--database-dsn", default="postgresql://postgres@127.0.0.1:5432", help="the same for asyncpg")
+    add_runner_options(parser, "lineage")
     args = parser.parse_args()
 
     t0 = time.monotonic()
@@ -1011,9 +928,7 @@ def main() -> None:
         {"goal": goal, "value": value, "limit": limit, "unit": unit, "met": value <= limit}
         for goal, value, limit, unit in _goals(result)
     ]
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"lineage-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps({"args": vars(args), "result": result}, indent=2, ensure_ascii=False, default=str))
+    out = write_result("lineage", {"args": vars(args), "result": result}, args.out)
     print(f"\nwritten: {out} (total {result['total_s']:.0f} s)")
     if args.keep:
         print(f"kept database: {args.database_dsn}/{result['database']}")
