@@ -110,14 +110,22 @@ RETURNING parent_id, child_id
 
 # A received lot or a sale takes what it did not state from its parents: product, category (pork or
 # produce) and the earliest slaughter time. Aggregates over all parents keep it independent of order;
-# one generation per pass.
+# one generation per pass. The candidates are the lots given (new edges into them, or changed in the
+# pass before) and the children of the lots whose own product may have changed ($2: created in this batch,
+# or changed in the pass before); both are index probes.
 _INHERIT = """
-WITH cand AS (
-    SELECT e.child_id AS id, min(p.product_code) AS product_code, min(p.product_name) AS product_name,
+WITH kids AS (
+    SELECT unnest($1::bigint[]) AS id
+    UNION
+    SELECT e.child_id FROM edges e WHERE e.parent_id = ANY($2::bigint[]) AND e.kind IN ('trade', 'sale')
+),
+cand AS (
+    SELECT k.id, min(p.product_code) AS product_code, min(p.product_name) AS product_name,
            min(p.category) AS category, min(p.slaughtered_at) AS slaughtered_at
-    FROM edges e JOIN lots p ON p.id = e.parent_id
-    WHERE e.kind IN ('trade', 'sale') AND (e.child_id = ANY($1::bigint[]) OR e.parent_id = ANY($1::bigint[]))
-    GROUP BY e.child_id
+    FROM kids k
+    JOIN edges e ON e.child_id = k.id AND e.kind IN ('trade', 'sale')
+    JOIN lots p ON p.id = e.parent_id
+    GROUP BY k.id
 )
 UPDATE lots c SET
     product_code = COALESCE(c.product_code, cand.product_code),
@@ -169,90 +177,85 @@ SELECT DISTINCT id FROM walk
 _LOCK = "SELECT id FROM lots WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
 
 # Quantities and status from the stored edges and facts: sums and maxima over sets, so the result
-# does not depend on the order in which the events arrived.
+# does not depend on the order in which the events arrived. Each lot's sums are index probes of its own
+# rows (edges by parent and by child, its shipment lines, its facts): the cost follows the lots touched,
+# not the size of the graph. A lot whose figures did not change is not rewritten.
 _RECOMPUTE = """
 WITH t AS (SELECT DISTINCT unnest($1::bigint[]) AS id),
-e_out AS (
-    SELECT e.parent_id AS id,
-           sum(e.kg) FILTER (WHERE e.kind = 'sale') AS kg_sold,
-           sum(e.head) FILTER (WHERE e.kind = 'intake') AS head_intake
-    FROM edges e JOIN t ON e.parent_id = t.id GROUP BY 1
-),
-e_in AS (
-    SELECT e.child_id AS id, sum(e.kg) FILTER (WHERE e.kind = 'trade') AS kg_trade
-    FROM edges e JOIN t ON e.child_id = t.id GROUP BY 1
-),
-shipped AS (
-    SELECT sl.lot_id AS id, sl.voucher_key, sum(sl.kg) AS kg
-    FROM shipment_lines sl JOIN t ON sl.lot_id = t.id GROUP BY 1, 2
-),
-received AS (
-    SELECT e.parent_id AS id, e.voucher_key, sum(e.kg) AS kg
-    FROM edges e JOIN t ON e.parent_id = t.id WHERE e.kind = 'trade' GROUP BY 1, 2
-),
--- What left a lot on a voucher: the seller's shipped weight, or the buyer's received weight while
--- the seller has not reported the shipment.
-traded AS (
-    SELECT COALESCE(s.id, r.id) AS id, sum(COALESCE(s.kg, r.kg)) AS kg
-    FROM shipped s FULL JOIN received r ON r.id = s.id AND r.voucher_key = s.voucher_key
-    GROUP BY 1
-),
-f AS (
-    SELECT f.lot_id AS id,
-           sum((f.data->>'weight_kg')::numeric) FILTER (WHERE f.fact = 'disposed') AS kg_disposed,
-           sum((f.data->>'head')::int) FILTER (WHERE f.fact = 'disposed') AS head_disposed,
-           bool_or(f.fact = 'disposed') AS disposed,
-           sum((f.data->>'head')::int) FILTER (WHERE f.fact = 'slaughtered') AS head_slaughtered,
-           max(f.occurred_at) FILTER (
-               WHERE f.fact = 'hold' OR (f.fact = 'test' AND f.result = 'fail')
-                  OR (f.fact = 'asf' AND f.result = 'positive')
-           ) AS last_stop,
-           max(f.occurred_at) FILTER (
-               WHERE (f.fact = 'hold' AND f.data->>'scope' = 'downstream') OR (f.fact = 'test' AND f.result = 'fail')
-                  OR (f.fact = 'asf' AND f.result = 'positive')
-           ) AS last_down_stop,
-           max(f.occurred_at) FILTER (WHERE f.fact = 'release') AS last_release
-    FROM lot_facts f JOIN t ON f.lot_id = t.id GROUP BY 1
-),
 calc AS (
     SELECT l.id,
            l.kg_created + COALESCE(ei.kg_trade, 0) AS kg_in,
            l.head_created AS head_in,
            COALESCE(eo.kg_sold, 0) AS kg_sold,
-           -- a sale leaves with the consumer at once: nothing of it is on hand anywhere
+           -- a sale leaves with the consumer at once: nothing of it is on hand anywhere. What left on a
+           -- voucher: the seller's shipped weight, or the buyer's received weight while the seller has not
+           -- reported a shipment line on that voucher.
            CASE WHEN l.kind = 'sale' THEN l.kg_created ELSE 0 END
-             + COALESCE(eo.kg_sold, 0) + COALESCE(tr.kg, 0) + COALESCE(f.kg_disposed, 0)
+             + COALESCE(eo.kg_sold, 0) + COALESCE(sh.kg, 0) + COALESCE(eo.kg_received_unshipped, 0)
+             + COALESCE(f.kg_disposed, 0)
              + CASE WHEN COALESCE(f.head_slaughtered, 0) > 0 AND l.head_created > 0
                     THEN round(l.kg_created * LEAST(1, f.head_slaughtered::numeric / l.head_created), 3)
                     ELSE 0 END AS kg_out,
            COALESCE(eo.head_intake, 0) + COALESCE(f.head_slaughtered, 0) + COALESCE(f.head_disposed, 0) AS head_out,
            l.created_by_event IS NULL AS unresolved,
-           f.last_stop IS NOT NULL AND (f.last_release IS NULL OR f.last_stop > f.last_release) AS stop_own,
-           f.last_down_stop IS NOT NULL AND (f.last_release IS NULL OR f.last_down_stop > f.last_release) AS stop_down,
+           COALESCE(f.last_stop IS NOT NULL AND (f.last_release IS NULL OR f.last_stop > f.last_release), false)
+               AS stop_own,
+           COALESCE(f.last_down_stop IS NOT NULL AND (f.last_release IS NULL OR f.last_down_stop > f.last_release),
+                    false) AS stop_down,
            f.last_stop AS own_stopped_at,
            l.stop_inherited,
            COALESCE(f.disposed, false) AS disposed
-    FROM lots l JOIN t ON t.id = l.id
-    LEFT JOIN e_out eo ON eo.id = l.id
-    LEFT JOIN e_in ei ON ei.id = l.id
-    LEFT JOIN traded tr ON tr.id = l.id
-    LEFT JOIN f ON f.id = l.id
+    FROM t JOIN lots l ON l.id = t.id
+    LEFT JOIN LATERAL (
+        SELECT sum(e.kg) FILTER (WHERE e.kind = 'sale') AS kg_sold,
+               sum(e.head) FILTER (WHERE e.kind = 'intake') AS head_intake,
+               sum(CASE WHEN e.kind = 'trade' AND NOT EXISTS (
+                        SELECT 1 FROM shipment_lines s WHERE s.lot_id = l.id AND s.voucher_key = e.voucher_key)
+                   THEN e.kg END) AS kg_received_unshipped
+        FROM edges e WHERE e.parent_id = l.id
+    ) eo ON true
+    LEFT JOIN LATERAL (
+        SELECT sum(e.kg) AS kg_trade FROM edges e WHERE e.child_id = l.id AND e.kind = 'trade'
+    ) ei ON true
+    LEFT JOIN LATERAL (SELECT sum(s.kg) AS kg FROM shipment_lines s WHERE s.lot_id = l.id) sh ON true
+    LEFT JOIN LATERAL (
+        SELECT sum((f.data->>'weight_kg')::numeric) FILTER (WHERE f.fact = 'disposed') AS kg_disposed,
+               sum((f.data->>'head')::int) FILTER (WHERE f.fact = 'disposed') AS head_disposed,
+               bool_or(f.fact = 'disposed') AS disposed,
+               sum((f.data->>'head')::int) FILTER (WHERE f.fact = 'slaughtered') AS head_slaughtered,
+               max(f.occurred_at) FILTER (
+                   WHERE f.fact = 'hold' OR (f.fact = 'test' AND f.result = 'fail')
+                      OR (f.fact = 'asf' AND f.result = 'positive')
+               ) AS last_stop,
+               max(f.occurred_at) FILTER (
+                   WHERE (f.fact = 'hold' AND f.data->>'scope' = 'downstream')
+                      OR (f.fact = 'test' AND f.result = 'fail') OR (f.fact = 'asf' AND f.result = 'positive')
+               ) AS last_down_stop,
+               max(f.occurred_at) FILTER (WHERE f.fact = 'release') AS last_release
+        FROM lot_facts f WHERE f.lot_id = l.id
+    ) f ON true
+),
+new AS (
+    SELECT c.*,
+           CASE WHEN c.stop_own THEN c.own_stopped_at WHEN c.stop_inherited THEN l.stopped_at END AS stopped_at,
+           CASE
+               WHEN c.unresolved THEN 'unresolved'
+               WHEN c.stop_own OR c.stop_inherited THEN 'stopped'
+               WHEN (c.kg_in > 0 AND c.kg_in - c.kg_out <= 0.001)
+                 OR (c.kg_in = 0 AND c.head_in > 0 AND c.head_in <= c.head_out)
+                   THEN CASE WHEN c.disposed THEN 'disposed' ELSE 'exhausted' END
+               ELSE 'active' END AS status
+    FROM calc c JOIN lots l ON l.id = c.id
 )
 UPDATE lots l SET
-    kg_in = c.kg_in, head_in = c.head_in, kg_out = c.kg_out, head_out = c.head_out, kg_sold = c.kg_sold,
-    stop_own = COALESCE(c.stop_own, false), stop_down = COALESCE(c.stop_down, false),
-    stopped_at = CASE WHEN c.stop_own THEN c.own_stopped_at
-                      WHEN c.stop_inherited THEN l.stopped_at END,
-    status = CASE
-        WHEN c.unresolved THEN 'unresolved'
-        WHEN c.stop_own OR c.stop_inherited THEN 'stopped'
-        WHEN (c.kg_in > 0 AND c.kg_in - c.kg_out <= 0.001)
-          OR (c.kg_in = 0 AND c.head_in > 0 AND c.head_in <= c.head_out)
-            THEN CASE WHEN c.disposed THEN 'disposed' ELSE 'exhausted' END
-        ELSE 'active' END,
+    kg_in = n.kg_in, head_in = n.head_in, kg_out = n.kg_out, head_out = n.head_out, kg_sold = n.kg_sold,
+    stop_own = n.stop_own, stop_down = n.stop_down, stopped_at = n.stopped_at, status = n.status,
     updated_at = now()
-FROM calc c
-WHERE l.id = c.id
+FROM new n
+WHERE l.id = n.id
+  AND (l.kg_in, l.head_in, l.kg_out, l.head_out, l.kg_sold, l.stop_own, l.stop_down, l.stopped_at, l.status)
+      IS DISTINCT FROM (n.kg_in, n.head_in, n.kg_out, n.head_out, n.kg_sold, n.stop_own, n.stop_down, n.stopped_at,
+                        n.status)
 """
 
 
@@ -422,13 +425,13 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
 
     # Products flow down to received lots that did not name one, however many generations arrived
     # before their ancestors did.
-    frontier = sorted(touched)
+    given, parents = sorted(touched), sorted({ids[c.code] for c in creations})
     for _ in range(64):
-        changed = [r[0] for r in _rows(await conn.exec_driver_sql(_INHERIT, (frontier,)))]
+        changed = [r[0] for r in _rows(await conn.exec_driver_sql(_INHERIT, (given, parents)))]
         if not changed:
             break
         touched.update(changed)  # what they inherited (category, slaughter time) matters to the rules
-        frontier = changed
+        given = parents = sorted(changed)
 
     order = sorted(touched)
     await conn.exec_driver_sql(_LOCK, (order,))
