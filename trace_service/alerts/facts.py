@@ -206,7 +206,7 @@ async def lot_states(
     rows = await conn.exec_driver_sql(
         """SELECT l.code, l.kind, l.category, l.status, l.holder, l.kg_in, l.kg_out, l.created_at,
                   l.created_by_event, l.documents::text, l.slaughtered_at,
-                  CASE WHEN l.code = ANY($2::text[]) THEN (
+                  CASE WHEN c.code IS NOT NULL THEN (
                       SELECT ARRAY[x.at::text, x.event_id::text] FROM (
                           SELECT f.occurred_at AS at, f.event_id FROM lot_facts f WHERE f.lot_id = l.id
                           UNION ALL
@@ -219,7 +219,8 @@ async def lot_states(
                   (SELECT COALESCE(sum(e.kg), 0) FROM edges e
                    WHERE e.parent_id = l.id AND e.kind = 'trade' AND NOT EXISTS (
                        SELECT 1 FROM shipment_lines sl WHERE sl.lot_id = l.id AND sl.voucher_key = e.voucher_key))
-           FROM lots l WHERE l.id = ANY($1::bigint[])""",
+           FROM lots l LEFT JOIN (SELECT DISTINCT unnest($2::text[]) AS code) c ON c.code = l.code
+           WHERE l.id = ANY($1::bigint[])""",
         (list(lot_ids), sorted(created)),
     )
     out = []

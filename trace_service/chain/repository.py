@@ -25,6 +25,34 @@ UNION ALL
 SELECT l.id, l.code FROM lots l JOIN wanted w ON w.code = l.code
 """
 
+# A code first seen with its creating event (the common case) is inserted whole: its creation, the figures
+# it has before any edge or fact (a sale is sold out at once), and for a received lot or a sale what it
+# inherits from its one parent when that parent is already stored. Edges and facts of the same batch are
+# recomputed afterwards as for any lot; a lot that turns out right is not written again. Codes taken
+# already (seen before, or by a concurrent worker) are not returned and go the general way below.
+_INSERT_CREATED = """
+INSERT INTO lots AS l (code, kind, product_code, product_name, holder, created_at, created_by_event, creator_type,
+                       kg_created, head_created, origin_region, documents, category, slaughtered_at,
+                       kg_in, head_in, kg_out, status)
+SELECT c.code, c.kind,
+       CASE WHEN inherits THEN COALESCE(c.product_code, p.product_code) ELSE c.product_code END,
+       CASE WHEN inherits THEN COALESCE(c.product_name, p.product_name) ELSE c.product_name END,
+       c.holder, c.created_at, c.event_id, c.event_type, c.kg, c.head, c.origin_region, c.documents,
+       CASE WHEN inherits THEN COALESCE(c.category, p.category) ELSE c.category END,
+       CASE WHEN inherits AND c.parent IS NOT NULL THEN p.slaughtered_at ELSE c.slaughtered_at END,
+       c.kg, c.head, CASE WHEN c.kind = 'sale' THEN c.kg ELSE 0 END,
+       CASE WHEN c.kind = 'sale' AND c.kg > 0 THEN 'exhausted' ELSE 'active' END
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::uuid[], $8::text[],
+            $9::numeric[], $10::int[], $11::text[], $12::jsonb[], $13::text[], $14::timestamptz[], $15::text[])
+     AS c(code, kind, product_code, product_name, holder, created_at, event_id, event_type, kg, head, origin_region,
+          documents, category, slaughtered_at, parent)
+CROSS JOIN LATERAL (SELECT c.kind IN ('received', 'sale') AS inherits) i
+LEFT JOIN lots p ON p.code = c.parent
+ORDER BY c.code
+ON CONFLICT (code) DO NOTHING
+RETURNING id, code
+"""
+
 # The earliest (occurred_at, event_id) among the events that claim to create a code wins, whatever
 # the order they arrive in.
 _CREATE = """
@@ -277,6 +305,15 @@ def _earliest(creations: Iterable[Creation]) -> list[Creation]:
     return list(best.values())
 
 
+def _sole_parents(plan: Plan) -> dict[str, str]:
+    """The one parent (by a trade or sale edge of this batch) of each lot that has exactly one."""
+    found: dict[str, set[str]] = {}
+    for e in plan.edges:
+        if e.kind in ("trade", "sale"):
+            found.setdefault(e.child, set()).add(e.parent)
+    return {child: next(iter(ps)) for child, ps in found.items() if len(ps) == 1}
+
+
 @dataclass
 class Applied:
     """What a batch did to the graph, for the rules: lot ids by code, the lots recomputed, and the lots
@@ -291,16 +328,14 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
     """Write a batch's projection."""
     if not plan.codes:
         return Applied()
-    rows = await conn.exec_driver_sql(_ENSURE_LOTS, (sorted(plan.codes),))
-    ids: dict[str, int] = {r[1]: r[0] for r in _rows(rows)}
-    touched: set[int] = set(ids.values())
-
     creations = _earliest(plan.creations)
+    ids: dict[str, int] = {}
     if creations:
-        await conn.exec_driver_sql(
-            _CREATE,
+        parents = _sole_parents(plan)
+        rows = await conn.exec_driver_sql(
+            _INSERT_CREATED,
             (
-                [ids[c.code] for c in creations],
+                [c.code for c in creations],
                 [c.kind for c in creations],
                 [c.product_code for c in creations],
                 [c.product_name for c in creations],
@@ -314,6 +349,36 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
                 [_json(c.documents) for c in creations],
                 [c.category for c in creations],
                 [c.slaughtered_at for c in creations],
+                [parents.get(c.code) for c in creations],
+            ),
+        )
+        ids.update((r[1], r[0]) for r in _rows(rows))
+    rest = plan.codes.difference(ids)
+    if rest:
+        rows = await conn.exec_driver_sql(_ENSURE_LOTS, (sorted(rest),))
+        ids.update((r[1], r[0]) for r in _rows(rows))
+    touched: set[int] = set(ids.values())
+
+    # Creations of codes stored before (unresolved, or claimed by another event): the earliest wins.
+    older = [c for c in creations if c.code in rest]
+    if older:
+        await conn.exec_driver_sql(
+            _CREATE,
+            (
+                [ids[c.code] for c in older],
+                [c.kind for c in older],
+                [c.product_code for c in older],
+                [c.product_name for c in older],
+                [c.holder for c in older],
+                [c.created_at for c in older],
+                [c.event_id for c in older],
+                [c.event_type for c in older],
+                [c.kg for c in older],
+                [c.head for c in older],
+                [c.origin_region for c in older],
+                [_json(c.documents) for c in older],
+                [c.category for c in older],
+                [c.slaughtered_at for c in older],
             ),
         )
     if plan.edges:

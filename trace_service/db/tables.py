@@ -170,7 +170,11 @@ class Edge(SQLModel, table=True):
     voucher_key: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
 
     # The primary key serves the forward walk; this one serves the backward walk without a heap visit.
-    __table_args__ = (sa.Index("ix_edges_child_parent", "child_id", "parent_id"),)
+    # Trade edges by voucher serve the voucher checks.
+    __table_args__ = (
+        sa.Index("ix_edges_child_parent", "child_id", "parent_id"),
+        sa.Index("ix_edges_voucher", "voucher_key", postgresql_where=sa.text("voucher_key IS NOT NULL")),
+    )
 
 
 class Shipment(SQLModel, table=True):
@@ -199,7 +203,10 @@ class ShipmentLine(SQLModel, table=True):
     kg: Decimal = Field(sa_column=sa.Column(KG, nullable=False))
     unit_price: Decimal | None = Field(default=None, sa_column=sa.Column(sa.Numeric(12, 3), nullable=True))
 
-    __table_args__ = (sa.Index("ix_shipment_lines_lot", "lot_id", "voucher_key"),)
+    __table_args__ = (
+        sa.Index("ix_shipment_lines_lot", "lot_id", "voucher_key"),
+        sa.Index("ix_shipment_lines_voucher", "voucher_key"),
+    )
 
 
 class Sale(SQLModel, table=True):
