@@ -331,7 +331,7 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
     creations = _earliest(plan.creations)
     ids: dict[str, int] = {}
     if creations:
-        parents = _sole_parents(plan)
+        sole = _sole_parents(plan)
         rows = await conn.exec_driver_sql(
             _INSERT_CREATED,
             (
@@ -349,7 +349,7 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
                 [_json(c.documents) for c in creations],
                 [c.category for c in creations],
                 [c.slaughtered_at for c in creations],
-                [parents.get(c.code) for c in creations],
+                [sole.get(c.code) for c in creations],
             ),
         )
         ids.update((r[1], r[0]) for r in _rows(rows))

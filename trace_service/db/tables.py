@@ -416,6 +416,37 @@ class MarketHourly(SQLModel, table=True):
     __table_args__ = (sa.Index("ix_market_hourly_day_product", "day", "product_code"),)
 
 
+class MarketRollupDaily(SQLModel, table=True):
+    """A market's daily figures (its tenants' and, unless it has a parent itself, its own), and the city's
+    (market ``city``), summed when written. One row per writing worker's shard; readers sum the shards."""
+
+    __tablename__ = "market_rollup_daily"
+
+    market: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    product_code: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    day: date = Field(sa_column=sa.Column(sa.Date, primary_key=True))
+    shard: int = Field(sa_column=sa.Column(sa.SmallInteger, primary_key=True))
+    kg_received: Decimal = Field(sa_column=sa.Column(sa.Numeric(16, 3), nullable=False, server_default="0"))
+    kg_sold: Decimal = Field(sa_column=sa.Column(sa.Numeric(16, 3), nullable=False, server_default="0"))
+    sales_amount: Decimal = Field(sa_column=sa.Column(sa.Numeric(22, 6), nullable=False, server_default="0"))
+    sale_count: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    head: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+
+
+class MarketRollupHourly(SQLModel, table=True):
+    """The hourly receipts and heads of a market and of the city, summed when written, per shard."""
+
+    __tablename__ = "market_rollup_hourly"
+
+    market: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    product_code: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    day: date = Field(sa_column=sa.Column(sa.Date, primary_key=True))
+    hour: int = Field(sa_column=sa.Column(sa.SmallInteger, primary_key=True))
+    shard: int = Field(sa_column=sa.Column(sa.SmallInteger, primary_key=True))
+    kg_received: Decimal = Field(sa_column=sa.Column(sa.Numeric(16, 3), nullable=False, server_default="0"))
+    head: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+
+
 class MarketPending(SQLModel, table=True):
     """Market figures of events whose product is not known yet (a sale of a lot whose receipt has not
     arrived): counted the moment the product is known."""

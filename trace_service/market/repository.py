@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trace_service.market.projection import Contribution
+from trace_service.market.rules import CITY
 
 
 def _rows(result: Any) -> list[Any]:
@@ -78,6 +79,38 @@ hourly AS (
     ON CONFLICT (operator, product_code, day, hour) DO UPDATE SET
         kg_received = m.kg_received + excluded.kg_received,
         head = m.head + excluded.head
+),
+-- The same deltas rolled up to their market (the reporting operator's parent, or itself) and to the city,
+-- into this worker's shard.
+rolled AS (
+    SELECT COALESCE(o.parent, c.operator) AS market, c.product, c.day, c.hour, c.kg_received, c.kg_sold,
+           c.sales_amount, c.sale_count, c.head
+    FROM counted c LEFT JOIN operators o ON o.code = c.operator
+    UNION ALL
+    SELECT $15::text, c.product, c.day, c.hour, c.kg_received, c.kg_sold, c.sales_amount, c.sale_count, c.head
+    FROM counted c
+),
+rollup_daily AS (
+    INSERT INTO market_rollup_daily AS m (market, product_code, day, shard, kg_received, kg_sold, sales_amount,
+                                          sale_count, head)
+    SELECT market, product, day, $14::smallint, sum(kg_received), sum(kg_sold), sum(sales_amount), sum(sale_count),
+           sum(head)
+    FROM rolled GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (market, product_code, day, shard) DO UPDATE SET
+        kg_received = m.kg_received + excluded.kg_received,
+        kg_sold = m.kg_sold + excluded.kg_sold,
+        sales_amount = m.sales_amount + excluded.sales_amount,
+        sale_count = m.sale_count + excluded.sale_count,
+        head = m.head + excluded.head
+),
+rollup_hourly AS (
+    INSERT INTO market_rollup_hourly AS m (market, product_code, day, hour, shard, kg_received, head)
+    SELECT market, product, day, hour, $14::smallint, sum(kg_received), sum(head)
+    FROM rolled WHERE kg_received > 0 OR head > 0
+    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (market, product_code, day, hour, shard) DO UPDATE SET
+        kg_received = m.kg_received + excluded.kg_received,
+        head = m.head + excluded.head
 )
 SELECT c.day, COALESCE(o.parent, c.operator) AS market, c.product, bool_or(c.head > 0) AS heads,
        array_agg(DISTINCT c.event_id) AS event_ids
@@ -97,8 +130,10 @@ class Touched:
     event_ids: tuple[uuid.UUID, ...]
 
 
-async def add(conn: AsyncConnection, rows: Sequence[Contribution]) -> list[Touched]:
-    """Add a batch's deltas (and settle the deltas that were waiting for their product)."""
+async def add(conn: AsyncConnection, rows: Sequence[Contribution], *, shard: int = 0) -> list[Touched]:
+    """Add a batch's deltas (and settle the deltas that were waiting for their product). ``shard`` names the
+    rolled-up rows this writer adds to: a Kafka partition the calling worker owns, so that two workers never
+    update the same rolled-up row."""
     result = await conn.exec_driver_sql(
         _ADD,
         (
@@ -115,6 +150,8 @@ async def add(conn: AsyncConnection, rows: Sequence[Contribution]) -> list[Touch
             [r.sales_amount for r in rows],
             [r.sale_count for r in rows],
             [r.head for r in rows],
+            shard,
+            CITY,
         ),
     )
     return [Touched(r[0], r[1], r[2], bool(r[3]), tuple(sorted(r[4]))) for r in _rows(result)]
@@ -128,13 +165,6 @@ _FIGURES = """
 WITH cells AS (
     SELECT DISTINCT * FROM unnest($1::date[], $2::text[], $3::text[], $4::int[]) AS c(day, market, product, through)
 ),
-markets AS (SELECT DISTINCT market FROM cells WHERE market <> $6),
-members AS (
-    SELECT m.market, o.code AS operator FROM markets m JOIN operators o ON o.parent = m.market
-    UNION
-    SELECT m.market, m.market FROM markets m
-    WHERE NOT EXISTS (SELECT 1 FROM operators p WHERE p.code = m.market AND p.parent IS NOT NULL)
-),
 wanted AS (
     SELECT c.day, c.market, c.product, c.through, b.back, c.day - b.back AS d
     FROM cells c CROSS JOIN unnest($5::int[]) AS b(back)
@@ -143,27 +173,15 @@ daily AS (
     SELECT w.day, w.market, w.product, w.back, sum(r.kg_received) AS kg_received, sum(r.kg_sold) AS kg_sold,
            sum(r.sales_amount) AS sales_amount, sum(r.sale_count) AS sale_count, sum(r.head) AS head
     FROM wanted w
-    JOIN members mb ON mb.market = w.market
-    JOIN market_daily r ON r.operator = mb.operator AND r.product_code = w.product AND r.day = w.d
-    GROUP BY 1, 2, 3, 4
-    UNION ALL
-    SELECT w.day, w.market, w.product, w.back, sum(r.kg_received), sum(r.kg_sold), sum(r.sales_amount),
-           sum(r.sale_count), sum(r.head)
-    FROM wanted w JOIN market_daily r ON r.product_code = w.product AND r.day = w.d
-    WHERE w.market = $6
+    JOIN market_rollup_daily r ON r.market = w.market AND r.product_code = w.product AND r.day = w.d
     GROUP BY 1, 2, 3, 4
 ),
 hourly AS (
     SELECT w.day, w.market, w.product, w.back, sum(h.kg_received) AS kg_received, sum(h.head) AS head
     FROM wanted w
-    JOIN members mb ON mb.market = w.market
-    JOIN market_hourly h ON h.operator = mb.operator AND h.product_code = w.product AND h.day = w.d
-    WHERE w.through < 24 AND h.hour < w.through
-    GROUP BY 1, 2, 3, 4
-    UNION ALL
-    SELECT w.day, w.market, w.product, w.back, sum(h.kg_received), sum(h.head)
-    FROM wanted w JOIN market_hourly h ON h.product_code = w.product AND h.day = w.d
-    WHERE w.market = $6 AND w.through < 24 AND h.hour < w.through
+    JOIN market_rollup_hourly h
+      ON h.market = w.market AND h.product_code = w.product AND h.day = w.d AND h.hour < w.through
+    WHERE w.through < 24
     GROUP BY 1, 2, 3, 4
 )
 SELECT d.day, d.market, d.product, d.back, d.kg_received, d.kg_sold, d.sales_amount, d.sale_count, d.head,
@@ -191,14 +209,14 @@ async def figures(
     conn: AsyncConnection,
     cells: Sequence[tuple[date, str, str, int]],
     backs: Sequence[int],
-    city: str,
 ) -> list[CellRow]:
-    """Figures of (day, market, product, through-hour) cells, ``back`` days before each day."""
+    """Figures of (day, market, product, through-hour) cells, ``back`` days before each day (a market's, or
+    the city's for the market ``city``), from the rolled-up rows."""
     if not cells:
         return []
     result = await conn.exec_driver_sql(
         _FIGURES,
-        ([c[0] for c in cells], [c[1] for c in cells], [c[2] for c in cells], [c[3] for c in cells], list(backs), city),
+        ([c[0] for c in cells], [c[1] for c in cells], [c[2] for c in cells], [c[3] for c in cells], list(backs)),
     )
     return [CellRow(*r) for r in _rows(result)]
 

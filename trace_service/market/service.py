@@ -85,18 +85,20 @@ async def apply(
     *,
     now: datetime | None = None,
     thresholds: MarketThresholds | None = None,
+    shard: int = 0,
 ) -> list[Finding]:
     """Add the figures of a batch's fresh events and judge the cells they touched.
 
     Call it after the chain projection of the same batch (the product of a receipt or a sale is read
     from the lots), with the events stored for the first time only: the figures are sums, so an event
-    counted twice would count double.
+    counted twice would count double. ``shard``: a Kafka partition the calling worker owns (its rolled-up
+    rows; see ``repository.add``).
     """
     if not events:
         return []
     t = thresholds or thresholds_of(settings)
     tz = ZoneInfo(settings.timezone)
-    touched = await repo.add(conn, projection.plan(events, tz))
+    touched = await repo.add(conn, projection.plan(events, tz), shard=shard)
     if not t.enabled or not touched:
         return []
     return await _judge(conn, _cells(touched), Clock.at(now or datetime.now(UTC), tz, t.settle_minutes), t)
@@ -159,7 +161,7 @@ async def _judge(
     through = {key: clock.through_hour(key[0]) for key in keys}
     backs = _backs(t)
     hours = [24 if (h := through[key]) is None else h for key in keys]  # 24: the whole day
-    rows = await repo.figures(conn, [(*key, hour) for key, hour in zip(keys, hours, strict=True)], backs, CITY)
+    rows = await repo.figures(conn, [(*key, hour) for key, hour in zip(keys, hours, strict=True)], backs)
     figures: dict[tuple[CellKey, int], repo.CellRow] = {((r.day, r.market, r.product), r.back): r for r in rows}
     names = await repo.market_names(conn, sorted({key[1] for key in keys if key[1] != CITY}))
     findings: list[Finding] = []

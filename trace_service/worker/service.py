@@ -107,7 +107,9 @@ async def apply_batch(
             findings += await engine_.judge_batch(conn, graph_plan, fresh, applied, conflicts, settings.rules)
         if settings is not None:
             # Daily market figures (sums of the fresh events only) and the market rules on the cells touched.
-            findings += await market.apply(conn, fresh, settings)
+            # The rolled-up market rows this batch adds to are those of a partition this worker owns.
+            shard = min((d.position.partition for d in decoded), default=0)
+            findings += await market.apply(conn, fresh, settings, shard=shard)
         outcome.alerts_changed = await alerts_repo.write_findings(conn, findings)
         await repo.insert_dead_letters(conn, dead)
     outcome.applied = [d.event.event_id for d in decoded if d.event.event_id in new_ids]  # type: ignore[attr-defined]
