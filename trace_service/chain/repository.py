@@ -204,6 +204,12 @@ SELECT DISTINCT id FROM walk
 
 _LOCK = "SELECT id FROM lots WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
 
+# The lock of the touched lots (in id order, so concurrent workers cannot deadlock) and whether each passed a
+# stop down before this batch, in one statement.
+_LOCK_PASSES = """
+SELECT id, stop_down OR stop_inherited FROM lots WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
+"""
+
 # Quantities and status from the stored edges and facts: sums and maxima over sets, so the result
 # does not depend on the order in which the events arrived. Each lot's sums are index probes of its own
 # rows (edges by parent and by child, its shipment lines, its facts): the cost follows the lots touched,
@@ -499,8 +505,7 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
         given = parents = sorted(changed)
 
     order = sorted(touched)
-    await conn.exec_driver_sql(_LOCK, (order,))
-    before = {r[0]: r[1] for r in _rows(await conn.exec_driver_sql(_PASSES, (order,)))}
+    before = {r[0]: r[1] for r in _rows(await conn.exec_driver_sql(_LOCK_PASSES, (order,)))}
     await conn.exec_driver_sql(_RECOMPUTE, (order,))
     stop_changed = await _propagate_stops(conn, order, before)
     return Applied(ids=ids, touched=order, stop_changed=stop_changed)
