@@ -593,7 +593,9 @@ class Session:
             common.stop([api])
 
     async def fresh_db(self, prefix: str) -> str:
-        """A new database cloned from the template (a clone waits until the template has no connections)."""
+        """A new database cloned from the template, which is migrated first (a no-op unless migrations were
+        added since: others commit while a long run goes on). The clone waits until the template is idle."""
+        await asyncio.to_thread(migrate, self.url(self.template))
         name = f"{prefix}_{secrets.token_hex(3)}"
         admin = await asyncpg.connect(self.dsn + "/postgres")
         try:
@@ -754,6 +756,7 @@ class Session:
         first rows) to the commit of the last message, so the group join is not counted but the first batch is.
         """
         db = await self.fresh_db("run_apply")
+        code = common.code_version()  # what the workers import
         group = f"run-{label}-{secrets.token_hex(3)}"
         env = self.env(db, topic, group, **extra)
         total = len(self.messages)
@@ -798,6 +801,7 @@ class Session:
             "peak_rss_mb": rss,
             "log_warnings": warnings,
             "env": dict(extra),
+            "code": code,
         }
         say(
             f"{label}: {result['events_per_s']:,.0f} events/s over {seconds:.1f} s (join {result['join_s']:.1f} s, "
@@ -880,6 +884,7 @@ class Session:
         """The API and one worker on an empty topic and a fresh database; every event posted, timed until applied."""
         topic = Topic(await self.new_topic(self.args.partitions), self.args.partitions, 0.0)
         db = await self.fresh_db("run_e2e")
+        code = common.code_version()  # what the API and the worker import
         group = f"run-e2e-{secrets.token_hex(3)}"
         env = self.env(db, topic, group)
         conn = await asyncpg.connect(f"{self.dsn}/{db}")
@@ -938,6 +943,7 @@ class Session:
             "cpu": cpu,
             "peak_rss_mb": rss,
             "log_warnings": warnings,
+            "code": code,
         }
         say(f"e2e: {result['events_per_s']:,.0f} events/s ({posted.rejected} rejected, {posted.retries} retries)")
         return result
@@ -1071,6 +1077,15 @@ async def measure(args: argparse.Namespace, tmp: Path, sections: dict[str, Any],
         broker.stop()
 
 
+def measured_steps(sections: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The steps that started service processes, by name, in order: their results carry the code they ran."""
+    ingest, scale = sections.get("ingest", {}), sections.get("scale", {})
+    steps = [(f"apply {mode}", a) for mode, a in ingest.get("apply", {}).items()]
+    steps += [("e2e", ingest["e2e"])] if "e2e" in ingest else []
+    steps += [(f"scale {r['workers']}w/{r['partitions']}p", r) for r in scale.get("runs", []) if "error" not in r]
+    return steps
+
+
 def _interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt
 
@@ -1170,7 +1185,11 @@ def run(args: argparse.Namespace) -> int:
         notes.setdefault(name, []).append(message)
     after = common.code_version()
     if after != code:
-        notes.setdefault("run", []).append("trace_service changed during the run: the figures mix two versions")
+        steps = [name for name, step in measured_steps(sections) if step.get("code") != code]
+        notes.setdefault("run", []).append(
+            "trace_service changed during the run: the figures mix versions"
+            + (f" ({', '.join(steps)} ran on another than the first)" if steps else "")
+        )
     doc = result_document(
         args=vars(args),
         machine=box,
@@ -1189,11 +1208,12 @@ def run(args: argparse.Namespace) -> int:
         + (" + changes" if code.get("changed") else "")
     )
     print(f"\n{title}\n{format_table(rows, notes)}\n\nwritten: {out}")
-    if args.keep or errors:
+    failed = bool(errors) or any("error" in r for r in sections.get("scale", {}).get("runs", []))
+    if args.keep or failed:
         say(f"logs kept in {tmp}")
     else:
         shutil.rmtree(tmp, ignore_errors=True)
-    return 1 if errors else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
