@@ -70,6 +70,8 @@ WHERE l.id = c.id
   AND (l.created_by_event IS NULL OR (c.created_at, c.event_id) < (l.created_at, l.created_by_event))
 """
 
+_LOTS_BY_CODE = "SELECT id, code FROM lots WHERE code = ANY($1::text[])"
+
 _EDGES = """
 INSERT INTO edges (parent_id, child_id, event_id, kg, head, kind, voucher_key)
 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::numeric[], $5::int[], $6::text[], $7::text[])
@@ -363,6 +365,12 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
     if rest:
         rows = await conn.exec_driver_sql(_ENSURE_LOTS, (sorted(rest),))
         ids.update((r[1], r[0]) for r in _rows(rows))
+        # A code another worker inserted and committed while that statement ran was skipped by its insert
+        # and is invisible to its snapshot; a new statement sees it.
+        late = sorted(rest.difference(ids))
+        if late:
+            rows = await conn.exec_driver_sql(_LOTS_BY_CODE, (late,))
+            ids.update((r[1], r[0]) for r in _rows(rows))
     touched: set[int] = set(ids.values())
 
     # Creations of codes stored before (unresolved, or claimed by another event): the earliest wins.

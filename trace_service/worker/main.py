@@ -25,6 +25,7 @@ from trace_service.db.engine import create_engine
 from trace_service.kafka import ensure_topics, producer_options
 from trace_service.market import service as market
 from trace_service.settings import Settings
+from trace_service.worker import repository as worker_repo
 from trace_service.worker.decode import Dead
 from trace_service.worker.service import BatchOutcome, Record, apply_batch
 
@@ -74,6 +75,10 @@ async def _retry(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+# How often a worker deletes intake rows whose events it already applied (see clear_applied_intake).
+INTAKE_SWEEP_SECONDS = 30.0
+
+
 class Worker:
     def __init__(self, settings: Settings, engine: AsyncEngine, catalogue: Catalogue) -> None:
         self.settings = settings
@@ -82,6 +87,7 @@ class Worker:
         self.batches = 0
         self.applied = 0
         self._consumer_obj: AIOKafkaConsumer | None = None
+        self._next_intake_sweep = 0.0
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions this worker holds right now (empty before it joined the group)."""
@@ -143,6 +149,15 @@ class Worker:
 
         await _retry("alert_tick", run, self.settings.worker_max_db_retries, _transient)
         await self._relay(producer)
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._next_intake_sweep:
+            self._next_intake_sweep = loop.time() + INTAKE_SWEEP_SECONDS
+
+            async def sweep_intake() -> int:
+                async with self.engine.begin() as conn:
+                    return await worker_repo.clear_applied_intake(conn)
+
+            await _retry("intake_sweep", sweep_intake, self.settings.worker_max_db_retries, _transient)
 
     async def _relay(self, producer: AIOKafkaProducer) -> None:
         await _retry(

@@ -66,6 +66,19 @@ async def stored_fingerprints(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -
     return {row[0]: bytes(row[1]) for row in rows}
 
 
+# The API records an intake row after the broker acknowledged the event; if the worker applied the event
+# in a transaction that had not committed yet, the row is left behind (its status still reads "applied").
+_CLEAR_APPLIED_INTAKE = """
+DELETE FROM intake i WHERE EXISTS (SELECT 1 FROM events e WHERE e.event_id = i.event_id)
+"""
+
+
+async def clear_applied_intake(conn: AsyncConnection) -> int:
+    """Delete the intake rows of events already applied (left behind by that race); how many."""
+    result = await conn.exec_driver_sql(_CLEAR_APPLIED_INTAKE)
+    return int(result.rowcount or 0)
+
+
 async def clear_intake(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> None:
     if ids:
         await conn.exec_driver_sql(_CLEAR_INTAKE, (list(ids),))
