@@ -43,6 +43,11 @@ def create_engine(
                 "TimeZone": settings.timezone,
                 # None of these short statements gains from JIT; a misestimate costs ~230 ms of compiling.
                 "jit": "off",
+                # asyncpg prepares every statement; after five runs Postgres may switch to a generic plan
+                # and keep it until the table's statistics change. A plan made while a table was nearly
+                # empty (a fresh database, a server without autovacuum) is a sequential scan that stays
+                # one as the table grows: plan each execution with its actual arrays instead.
+                "plan_cache_mode": "force_custom_plan",
             },
         },
     )
