@@ -19,12 +19,12 @@ ingest     One simulated city day (``--scale city --days 1 --seed 1``: ~157,000 
                       operators, api_keys and alembic_version) is read out with COPY into memory, then COPY'd
                       (binary) into the same tables of another fresh database, parents before children, in one
                       transaction: events/s equivalent (events / COPY seconds) and apply / COPY (goal ≥ 30 %).
-             e2e      the API and one worker, once per shape of ``--e2e-shapes`` (each on its own topic and
-                      fresh database): the events posted through HTTP with the operators' keys (a market's key
-                      posts for its tenants), at most ``--batch`` events a request, ``--concurrency`` requests in
-                      flight, 503/429 retried after Retry-After; events/s from the first POST to the last event
-                      applied, POST latency p50/p99, peak RSS of API and worker (goal < 300 MB each, both
-                      shapes), the cores of every process. Shapes:
+             e2e      the API and ``--e2e-workers`` workers (default 2), once per shape of ``--e2e-shapes`` (each on its
+                      own topic and fresh database): the events posted through HTTP with the operators' keys (a market's
+                      key posts for its tenants), at most ``--batch`` events a request, ``--concurrency`` requests in
+                      flight, 503/429 retried after Retry-After; events/s from the first POST to the last event applied,
+                      POST latency p50/p99, peak RSS of API and worker (goal < 300 MB each, both shapes), the cores of
+                      every process. Shapes:
                         reporters  window by window of simulated time as the simulator posts them
                                    (``runner.windows``: ``batch * concurrency * 2`` events, at most 2 h of
                                    simulated time), each posting principal's events of a window in its own
@@ -247,9 +247,11 @@ def ingest_rows(data: Mapping[str, Any]) -> list[Row]:
 
 
 def e2e_label(shape: str, e: Mapping[str, Any]) -> str:
+    workers = e.get("workers", 1)
+    who = f", {workers} workers" if workers != 1 else ""
     if shape == "bulk":
-        return f"end to end (bulk, ≤{e.get('batch', 1000)}-event requests)"
-    return "end to end (reporters' requests)"
+        return f"end to end (bulk, ≤{e.get('batch', 1000)}-event requests{who})"
+    return f"end to end (reporters' requests{who})"
 
 
 def e2e_rows(shape: str, e: Mapping[str, Any], produce: Mapping[str, Any] | None) -> list[Row]:
@@ -980,8 +982,8 @@ class Session:
         return posted
 
     async def e2e(self, shape: str) -> dict[str, Any]:
-        """The API and one worker on an empty topic and a fresh database; every event posted in the requests of
-        ``shape`` (reporters or bulk), timed until applied."""
+        """The API and ``--e2e-workers`` workers on an empty topic and a fresh database; every event posted in the
+        requests of ``shape`` (reporters or bulk), timed until applied."""
         label = f"e2e-{shape}"
         batch, concurrency = self.args.batch, self.args.concurrency
         size, span = shape_windows(shape, batch, concurrency)
@@ -995,16 +997,21 @@ class Session:
         procs: list[subprocess.Popen[bytes]] = []
         try:
             api, base = await self.start_api(env, label)
-            worker = self.spawn(["worker"], env, f"{label}-worker")
-            procs = [api, worker]
+            n_workers = max(1, getattr(self.args, "e2e_workers", 1))
+            workers = [self.spawn(["worker"], env, f"{label}-worker{i}") for i in range(n_workers)]
+            procs = [api, *workers]
             summary = runner.Summary("api")
             with ThreadPoolExecutor(self.args.concurrency) as pool:
                 api_client = runner.Api(base)
                 keys = await asyncio.to_thread(runner.issue_keys, api_client, self.admin_token, self.sim, pool, summary)
             keys[runner.ADMIN] = self.admin_token
-            await self.wait_group(group, 1, procs)  # the join is not part of the figure
-            say(f"{label}: {len(keys) - 1:,} keys issued, the worker joined; posting {len(self.messages):,} events")
-            pids = {"api": api.pid, "worker": worker.pid, "broker": self.broker.pid, "bench": os.getpid()}
+            await self.wait_group(group, n_workers, procs)  # the join is not part of the figure
+            say(
+                f"{label}: {len(keys) - 1:,} keys issued, {n_workers} worker(s) joined; "
+                f"posting {len(self.messages):,} events"
+            )
+            pids = {"api": api.pid, "broker": self.broker.pid, "bench": os.getpid()}
+            pids |= {f"worker{i}": w.pid for i, w in enumerate(workers)}
             meter = common.CpuMeter(pids, db)
             meter.start()
             t0 = time.monotonic()
@@ -1013,7 +1020,8 @@ class Session:
             backlog = posted.accepted - await self.committed(group, topic)
             done, stall = await self.wait_committed(group, topic, posted.accepted, procs)
             cpu = meter.stop()
-            rss = {"api": common.peak_rss_mb(api.pid), "worker": common.peak_rss_mb(worker.pid)}
+            cpu["worker_cores"] = sum(cpu.pop(f"worker{i}_cores") for i in range(n_workers))
+            rss = {"api": common.peak_rss_mb(api.pid), "worker": max(common.peak_rss_mb(w.pid) for w in workers)}
             common.stop(procs)
             warnings = self.warnings(procs)
             events = await common.count_events(conn)
@@ -1030,6 +1038,7 @@ class Session:
             "partitions": topic.partitions,
             "batch": batch,
             "concurrency": concurrency,
+            "workers": n_workers,
             "window_events": size,
             "window_span_s": span.total_seconds(),
             "accepted": posted.accepted,
@@ -1238,6 +1247,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="end-to-end shapes, each on its own database: reporters (the simulator's requests, window by window "
         f"of simulated time), bulk (windows of {BULK_WINDOW:,} events, full requests); default %(default)s",
     )
+    add(
+        "--e2e-workers",
+        type=int,
+        default=2,
+        help="workers (one consumer group) in e2e (default 2: one worker's transaction is serial, Python then "
+        "Postgres, so on 2 cores a second worker fills the gaps; the scale section measures 1, 2 and 4)",
+    )
     add("--batch", type=int, default=1000, help="at most this many events per POST in e2e (default 1000)")
     add("--concurrency", type=int, default=4, help="POSTs in flight in e2e, and registration threads (default 4)")
     add("--timeout", type=float, default=900, help="seconds to wait for a worker to apply everything (default 900)")
@@ -1256,6 +1272,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown mode(s) {unknown}; choose from {','.join(MODES)}")
     if not args.modes:
         parser.error("--modes needs at least one mode")
+    if args.e2e_workers < 1:
+        parser.error("--e2e-workers must be at least 1")
     if unknown := [m for m in args.e2e_shapes if m not in E2E_SHAPES]:
         parser.error(f"unknown e2e shape(s) {unknown}; choose from {','.join(E2E_SHAPES)}")
     args.scale = args.scale or ("small" if args.quick else "city")

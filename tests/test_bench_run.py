@@ -23,6 +23,7 @@ from bench.run import (
     alerts_rows,
     copy_tables,
     detection_rows,
+    e2e_label,
     fk_order,
     format_table,
     ingest_notes,
@@ -409,3 +410,9 @@ def test_options() -> None:
     assert parse_args(["--e2e-shapes", "bulk"]).e2e_shapes == ["bulk"]
     with pytest.raises(SystemExit):
         parse_args(["--e2e-shapes", "bulk,burst"])
+
+
+def test_the_e2e_label_names_the_workers_when_more_than_one() -> None:
+    assert e2e_label("bulk", {"batch": 1000, "workers": 2}) == "end to end (bulk, ≤1000-event requests, 2 workers)"
+    assert e2e_label("reporters", {"workers": 1}) == "end to end (reporters' requests)"
+    assert parse_args(["--e2e-workers", "3"]).e2e_workers == 3

@@ -40,7 +40,9 @@ def create_app(settings: Settings) -> FastAPI:
         catalogue = build_catalogue(settings.codes, settings.max_events_per_request)
         app.state.settings = settings
         app.state.engine = engine
-        app.state.read_engine = create_engine(settings, read_only=True, name="api-read")
+        # Lineage statements take scalars (a code, a depth): their cached plans save the planning of a large
+        # statement on every read.
+        app.state.read_engine = create_engine(settings, read_only=True, name="api-read", custom_plans=False)
         app.state.principal_cache = PrincipalCache(settings.auth_cache_seconds)
         app.state.publisher = publisher
         app.state.intake = IntakeService(settings, engine, publisher, catalogue)

@@ -21,20 +21,32 @@ def create_engine(
     statement_timeout_ms: int | None = None,
     name: str = "api",
     read_only: bool = False,
+    custom_plans: bool = True,
 ) -> AsyncEngine:
     """An engine whose sessions carry a statement timeout, so no query can hold a connection forever.
 
     ``read_only`` engines run in autocommit: a single-statement read then costs one round trip, not
     three (no BEGIN, no ROLLBACK when the connection goes back to the pool).
+
+    Plans. asyncpg prepares every statement, and after five runs Postgres may switch to a generic plan and
+    keep it until the table's statistics change; a plan made while a table was nearly empty (a fresh
+    database, a server without autovacuum) is a sequential scan that stays one as the table grows. With
+    ``custom_plans`` (the API's intake statements: small arrays, cheap to plan) every execution is planned
+    with its actual parameters. Without it (the worker, whose statements carry arrays of thousands of
+    codes: planning them costs ~10 ms a statement; the lineage reads, large statements on scalars) plans
+    are cached, and connections are replaced every minute so that a cached plan is made again against
+    the tables as they are now.
     """
     timeout = statement_timeout_ms if statement_timeout_ms is not None else settings.statement_timeout_ms
     extra: dict[str, object] = {"isolation_level": "AUTOCOMMIT"} if read_only else {}
+    plans = {"plan_cache_mode": "force_custom_plan"} if custom_plans else {}
     return create_async_engine(
         settings.database_url,
         **extra,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=0,
         pool_pre_ping=False,
+        pool_recycle=-1 if custom_plans else 60,
         connect_args={
             "server_settings": {
                 "application_name": f"trace-service-{name}",
@@ -43,11 +55,7 @@ def create_engine(
                 "TimeZone": settings.timezone,
                 # None of these short statements gains from JIT; a misestimate costs ~230 ms of compiling.
                 "jit": "off",
-                # asyncpg prepares every statement; after five runs Postgres may switch to a generic plan
-                # and keep it until the table's statistics change. A plan made while a table was nearly
-                # empty (a fresh database, a server without autovacuum) is a sequential scan that stays
-                # one as the table grows: plan each execution with its actual arrays instead.
-                "plan_cache_mode": "force_custom_plan",
+                **plans,
             },
         },
     )

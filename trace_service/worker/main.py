@@ -237,7 +237,7 @@ class Worker:
 async def run_worker(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None) -> Worker:
     """Build the worker from settings, run it until ``stop`` is set, and release everything."""
     # A batch may legitimately take longer than an API query; a minute still catches a stuck statement.
-    engine = create_engine(settings, pool_size=2, statement_timeout_ms=60_000, name="worker")
+    engine = create_engine(settings, pool_size=2, statement_timeout_ms=60_000, name="worker", custom_plans=False)
     worker = Worker(settings, engine, build_catalogue(settings.codes, settings.max_events_per_request))
     try:
         await worker.run(stop, ready)
