@@ -313,6 +313,25 @@ def _earliest(creations: Iterable[Creation]) -> list[Creation]:
     return list(best.values())
 
 
+def _creation_columns(creations: Sequence[Creation]) -> list[list[Any]]:
+    """The columns of ``_INSERT_CREATED`` and ``_CREATE`` after the lot (code or id), in their order."""
+    return [
+        [c.kind for c in creations],
+        [c.product_code for c in creations],
+        [c.product_name for c in creations],
+        [c.holder for c in creations],
+        [c.created_at for c in creations],
+        [c.event_id for c in creations],
+        [c.event_type for c in creations],
+        [c.kg for c in creations],
+        [c.head for c in creations],
+        [c.origin_region for c in creations],
+        [_json(c.documents) for c in creations],
+        [c.category for c in creations],
+        [c.slaughtered_at for c in creations],
+    ]
+
+
 def _sole_parents(plan: Plan) -> dict[str, str]:
     """The one parent (by a trade or sale edge of this batch) of each lot that has exactly one."""
     found: dict[str, set[str]] = {}
@@ -342,23 +361,7 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
         sole = _sole_parents(plan)
         rows = await conn.exec_driver_sql(
             _INSERT_CREATED,
-            (
-                [c.code for c in creations],
-                [c.kind for c in creations],
-                [c.product_code for c in creations],
-                [c.product_name for c in creations],
-                [c.holder for c in creations],
-                [c.created_at for c in creations],
-                [c.event_id for c in creations],
-                [c.event_type for c in creations],
-                [c.kg for c in creations],
-                [c.head for c in creations],
-                [c.origin_region for c in creations],
-                [_json(c.documents) for c in creations],
-                [c.category for c in creations],
-                [c.slaughtered_at for c in creations],
-                [sole.get(c.code) for c in creations],
-            ),
+            ([c.code for c in creations], *_creation_columns(creations), [sole.get(c.code) for c in creations]),
         )
         ids.update((r[1], r[0]) for r in _rows(rows))
     rest = plan.codes.difference(ids)
@@ -378,22 +381,7 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
     if older:
         await conn.exec_driver_sql(
             _CREATE,
-            (
-                [ids[c.code] for c in older],
-                [c.kind for c in older],
-                [c.product_code for c in older],
-                [c.product_name for c in older],
-                [c.holder for c in older],
-                [c.created_at for c in older],
-                [c.event_id for c in older],
-                [c.event_type for c in older],
-                [c.kg for c in older],
-                [c.head for c in older],
-                [c.origin_region for c in older],
-                [_json(c.documents) for c in older],
-                [c.category for c in older],
-                [c.slaughtered_at for c in older],
-            ),
+            ([ids[c.code] for c in older], *_creation_columns(older)),
         )
     if plan.edges:
         e = plan.edges
