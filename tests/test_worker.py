@@ -125,8 +125,10 @@ async def test_two_workers_in_one_group_apply_each_event_once(settings: Settings
     tasks = [asyncio.create_task(w.run(stop)) for w in workers]
     try:
         await wait_for(lambda: asyncio.sleep(0, all(w.assignment() for w in workers)), timeout=20)
-        ops = [code("GR", 12) for _ in range(8)]  # several keys spread the events over the partitions
-        events = [lot_tested_event(ops[i % 8]) for i in range(2000)]
+        # Keys spread the events over the partitions: with 8 random keys all of them landed in one worker's
+        # half of the partitions now and then (2 x 2^-8); with 32 that is 2 x 2^-32.
+        ops = [code("GR", 12) for _ in range(32)]
+        events = [lot_tested_event(ops[i % 32]) for i in range(2000)]
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
         await producer.start()
         try:
