@@ -80,6 +80,7 @@ from bench.common import (
 )
 from trace_service.alerts.models import alert_id
 from trace_service.chain import scenarios
+from trace_service.chain.scenarios import ear_tags_in, replace_strings
 from trace_service.contract.events import build_catalogue, canonical_bytes
 from trace_service.db.engine import migrate
 from trace_service.kafka import ensure_topics
@@ -111,29 +112,6 @@ def _base36(n: int, width: int) -> str:
     if n:
         raise ValueError("counter overflow")
     return out
-
-
-def _replace(node: Any, mapping: dict[str, str]) -> Any:
-    if isinstance(node, dict):
-        return {k: _replace(v, mapping) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_replace(v, mapping) for v in node]
-    if isinstance(node, str):
-        return mapping.get(node, node)
-    return node
-
-
-def _ear_tags(node: Any, found: list[str]) -> list[str]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "ear_tags" and isinstance(value, list):
-                found.extend(v for v in value if isinstance(v, str))
-            else:
-                _ear_tags(value, found)
-    elif isinstance(node, list):
-        for item in node:
-            _ear_tags(item, found)
-    return found
 
 
 @dataclass
@@ -181,10 +159,10 @@ class Chains:
         sc = self.base[kind]
         inst = scenarios.instantiate(sc, tag)
         mapping = {op["code"] + tag: op["code"] + pool for op in sc["operators"]}
-        for ear in dict.fromkeys(_ear_tags(inst["events"], [])):
+        for ear in dict.fromkeys(ear_tags_in(inst["events"])):
             mapping[ear] = f"{ear[:7]}{self._ear % (10**8 - 1) + 1:08d}"
             self._ear += 1
-        events = _replace(inst["events"], mapping)
+        events = replace_strings(inst["events"], mapping)
         m = inst["mapping"]
         if kind == "pig_chain":
             return Chain(kind, events, m["SLBATCH0001"], "442000100001" + pool)

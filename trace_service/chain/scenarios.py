@@ -102,25 +102,27 @@ def _collect(node: Any, lots: set[str], numbers: set[str]) -> None:
             _collect(item, lots, numbers)
 
 
-def _ear_tags(node: Any) -> list[str]:
+def ear_tags_in(node: Any) -> list[str]:
+    """Every ear tag listed anywhere in a JSON document (an event, a list of events)."""
     found: list[str] = []
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "ear_tags" and isinstance(value, list):
                 found.extend(v for v in value if isinstance(v, str))
             else:
-                found.extend(_ear_tags(value))
+                found.extend(ear_tags_in(value))
     elif isinstance(node, list):
         for item in node:
-            found.extend(_ear_tags(item))
+            found.extend(ear_tags_in(item))
     return found
 
 
-def _replace(node: Any, mapping: dict[str, str]) -> Any:
+def replace_strings(node: Any, mapping: dict[str, str]) -> Any:
+    """A copy of a JSON document with every string that is a key of ``mapping`` replaced by its value."""
     if isinstance(node, dict):
-        return {k: _replace(v, mapping) for k, v in node.items()}
+        return {k: replace_strings(v, mapping) for k, v in node.items()}
     if isinstance(node, list):
-        return [_replace(v, mapping) for v in node]
+        return [replace_strings(v, mapping) for v in node]
     if isinstance(node, str):
         return mapping.get(node, node)
     return node
@@ -136,21 +138,21 @@ def instantiate(scenario: dict[str, Any], tag: str) -> dict[str, Any]:
     _collect(scenario.get("expect", {}), lots, numbers)
     mapping = {op["code"]: op["code"] + tag for op in scenario["operators"]}
     # Ear tags are never reused: each replay gets its own serials (region kept, serial derived from the tag).
-    for tag_code in _ear_tags(scenario["events"]):
+    for tag_code in ear_tags_in(scenario["events"]):
         serial = int(hashlib.sha256(f"{tag_code}/{tag}".encode()).hexdigest(), 16) % 10**8
         mapping[tag_code] = f"{tag_code[:7]}{serial:08d}"
     mapping |= {code: code + tag for code in lots}
     mapping |= {n: f"{n}-{tag}" for n in numbers}
     out = copy.deepcopy(scenario)
-    out["operators"] = _replace(out["operators"], mapping)
-    out["expect"] = _replace(out.get("expect", {}), mapping)
+    out["operators"] = replace_strings(out["operators"], mapping)
+    out["expect"] = replace_strings(out.get("expect", {}), mapping)
     # Expected lots are keyed by code.
     if "lots" in out["expect"]:
         out["expect"]["lots"] = {mapping.get(k, k): v for k, v in scenario["expect"]["lots"].items()}
     namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"trace-service/scenario/{tag}")
     events = []
     for ev in scenario["events"]:
-        new = _replace(ev, mapping)
+        new = replace_strings(ev, mapping)
         new["event_id"] = str(uuid.uuid5(namespace, ev["event_id"]))
         events.append(new)
     out["events"] = events
