@@ -23,6 +23,20 @@ class Position:
     offset: int
 
 
+@dataclass(frozen=True)
+class Actor:
+    """Who sent a message, as authenticated by :mod:`trace_service.worker.authn` (contract section 8).
+
+    ``staff``: a regulator or admin key (through the API), which may name any lot. Otherwise ``roots`` are
+    the operators the sender may report for; the operators registered under them are in its scope too.
+    """
+
+    kind: str  # "api" (produced by the API for a key) | "integrator" (a registered direct producer)
+    key_id: str
+    staff: bool
+    roots: tuple[str, ...]
+
+
 @dataclass
 class Decoded:
     position: Position
@@ -33,6 +47,7 @@ class Decoded:
     key: bytes | None
     raw: bytes
     headers: list[tuple[str, bytes]]
+    actor: Actor | None = None  # set by authn.authenticate before anything is applied
 
 
 @dataclass
