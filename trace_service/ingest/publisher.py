@@ -9,6 +9,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from trace_service.access.models import Principal
 from trace_service.errors import DependencyDown
 from trace_service.kafka import producer_options
 from trace_service.settings import Settings
@@ -17,6 +18,8 @@ log = structlog.get_logger(__name__)
 
 # Tells the worker the event came through the API (recorded as the event's `source`).
 _HEADERS = [("trace-source", b"api")]
+
+Headers = list[tuple[str, bytes]]
 
 
 class EventPublisher:
@@ -46,8 +49,12 @@ class EventPublisher:
             "the event broker is unavailable; retry later", retry_after=self._settings.retry_after_seconds
         )
 
-    async def publish(self, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> None:
-        """Produce (key, value) pairs and return once the broker acknowledged every one (acks=all).
+    def headers_for(self, principal: Principal, key: bytes, value: bytes) -> Headers:
+        """The headers the API puts on a message it produces for ``principal`` (its mark, contract section 8)."""
+        return list(_HEADERS)
+
+    async def publish(self, topic: str, messages: Sequence[tuple[bytes, bytes, Headers]]) -> None:
+        """Produce (key, value, headers) and return once the broker acknowledged every one (acks=all).
 
         Raises DependencyDown when any is not acknowledged in time. Messages the broker did take are
         then in the log; the client's retry of the same events is deduplicated on event_id.
@@ -56,7 +63,8 @@ class EventPublisher:
         try:
             async with asyncio.timeout(self._settings.produce_timeout_seconds):
                 futures = [
-                    await producer.send(topic, value=value, key=key, headers=_HEADERS) for key, value in messages
+                    await producer.send(topic, value=value, key=key, headers=headers)
+                    for key, value, headers in messages
                 ]
                 await asyncio.gather(*futures)
         except (KafkaError, OSError, TimeoutError) as exc:

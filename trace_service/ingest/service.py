@@ -163,9 +163,11 @@ class IntakeService:
                 raise Conflict("an event_id is already known with different content", details=conflicts)
 
             topic = self._settings.topic_events
-            await self._publisher.publish(
-                topic, [(op.encode(), value) for op, value in zip(operators, prepared.canonical, strict=True)]
-            )
+            messages = [
+                (op.encode(), value, self._publisher.headers_for(principal, op.encode(), value))
+                for op, value in zip(operators, prepared.canonical, strict=True)
+            ]
+            await self._publisher.publish(topic, messages)
 
             try:
                 async with self._engine.begin() as conn:

@@ -17,6 +17,7 @@ from trace_service.chain import repository as chain
 from trace_service.contract.events import Catalogue
 from trace_service.market import service as market
 from trace_service.settings import Settings
+from trace_service.worker import authn
 from trace_service.worker import repository as repo
 from trace_service.worker.decode import Dead, Decoded, Position, conflicting, decode
 
@@ -77,11 +78,14 @@ async def apply_batch(
     records: Sequence[Record],
     *,
     future_skew_seconds: int,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> BatchOutcome:
     decoded, dead = plan(catalogue, records, future_skew_seconds=future_skew_seconds)
     outcome = BatchOutcome()
     async with engine.begin() as conn:
+        # Who sent each message (contract section 8); unsigned or unauthorized messages become dead letters.
+        decoded, refused = await authn.authenticate(conn, decoded, settings)
+        dead += refused
         new_ids = await repo.insert_events(conn, decoded)
         repeats = [d for d in decoded if d.event.event_id not in new_ids]  # type: ignore[attr-defined]
         if repeats:
@@ -98,18 +102,17 @@ async def apply_batch(
         applied = await chain.apply_plan(conn, graph_plan)
         outcome.lots_touched = len(applied.touched)
         findings: list[Finding] = []
-        if settings is not None and settings.rules.enabled:
+        if settings.rules.enabled:
             conflicts = [
                 (d.event_id, d.operator, d.position.topic, d.position.partition, d.position.offset)
                 for d in dead
                 if d.code == "conflicting_duplicate" and d.event_id is not None
             ]
             findings += await engine_.judge_batch(conn, graph_plan, fresh, applied, conflicts, settings.rules)
-        if settings is not None:
-            # Daily market figures (sums of the fresh events only) and the market rules on the cells touched.
-            # The rolled-up market rows this batch adds to are those of a partition this worker owns.
-            shard = min((d.position.partition for d in decoded), default=0)
-            findings += await market.apply(conn, fresh, settings, shard=shard)
+        # Daily market figures (sums of the fresh events only) and the market rules on the cells touched.
+        # The rolled-up market rows this batch adds to are those of a partition this worker owns.
+        shard = min((d.position.partition for d in decoded), default=0)
+        findings += await market.apply(conn, fresh, settings, shard=shard)
         outcome.alerts_changed = await alerts_repo.write_findings(conn, findings)
         await repo.insert_dead_letters(conn, dead)
     outcome.applied = [d.event.event_id for d in decoded if d.event.event_id in new_ids]  # type: ignore[attr-defined]
