@@ -82,7 +82,10 @@ class Settings(BaseSettings):
     worker_fetch_max_wait_ms: int = Field(default=500, ge=1, le=5000)
     worker_session_timeout_ms: int = Field(default=10_000, ge=1000)
     worker_heartbeat_interval_ms: int = Field(default=3000, ge=100)
-    worker_max_db_retries: int = Field(default=5, ge=0)
+    # A worker's readiness on GET /readyz of this port (unset: no port). Not ready while Postgres or the broker
+    # is away; the worker then waits and retries, it never exits on an outage.
+    worker_health_port: int | None = Field(default=None, ge=0, le=65535)
+    worker_health_host: str = "127.0.0.1"
 
     # Postgres.
     db_pool_size: int = Field(default=10, ge=1)

@@ -146,3 +146,21 @@ def conflicting(item: Decoded) -> Dead:
         operator=item.event.operator,  # type: ignore[attr-defined]
         headers=item.headers,
     )
+
+
+def unapplicable(
+    position: Position, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]], reason: str
+) -> Dead:
+    """A valid-looking message that the store refused even on its own (the batch was split to find it)."""
+    raw = value or b""
+    event_id, operator = _salvage(raw)
+    return Dead(
+        position=position,
+        key=key,
+        raw=raw,
+        code="unapplicable",
+        message=f"the event could not be applied: {reason}",
+        event_id=event_id,
+        operator=operator,
+        headers=headers,
+    )

@@ -8,9 +8,12 @@ unique ``event_id`` makes the replay a no-op. SIGTERM lets the batch in hand fin
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import asyncpg
+import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, RebalanceInProgressError
@@ -26,7 +29,7 @@ from trace_service.kafka import ensure_topics, producer_options
 from trace_service.market import service as market
 from trace_service.settings import Settings
 from trace_service.worker import repository as worker_repo
-from trace_service.worker.decode import Dead
+from trace_service.worker.decode import Dead, Position, unapplicable
 from trace_service.worker.service import BatchOutcome, Record, apply_batch
 
 log = structlog.get_logger(__name__)
@@ -49,30 +52,60 @@ _TRANSIENT_SQLSTATES = {
 
 
 def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError):
+    """A failure that another try may cure: the database or the broker is away, a lock conflict."""
+    if isinstance(exc, KafkaError):
         return True
     if isinstance(exc, DBAPIError):
-        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(
-            getattr(exc.orig, "__cause__", None), "sqlstate", None
-        )
-        return sqlstate in _TRANSIENT_SQLSTATES
-    return False
+        orig = exc.orig
+        sqlstate = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+        if sqlstate is not None:
+            return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith("08")
+        # No SQLSTATE: the driver lost the connection (asyncpg's ConnectionDoesNotExistError and kin).
+        return isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated
+    return isinstance(exc, OSError | TimeoutError | asyncpg.exceptions.InterfaceError | asyncpg.PostgresConnectionError)
 
 
 async def _retry(
-    what: str, fn: Callable[[], Awaitable[T]], attempts: int, is_transient: Callable[[BaseException], bool]
+    what: str,
+    fn: Callable[[], Awaitable[T]],
+    is_transient: Callable[[BaseException], bool] = _transient,
+    *,
+    attempts: int | None = None,
+    on_failure: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> T:
+    """Run ``fn`` until it succeeds, retrying transient failures with capped exponential backoff.
+
+    ``attempts=None`` retries for as long as the failure lasts (a database restart, a broker outage):
+    the worker waits, reporting not-ready, and never exits on an outage. Anything else is raised.
+    """
     delay = 0.1
-    for attempt in range(attempts + 1):
+    attempt = 0
+    while True:
         try:
             return await fn()
         except Exception as exc:
-            if attempt >= attempts or not is_transient(exc):
+            if not is_transient(exc) or (attempts is not None and attempt >= attempts):
                 raise
-            log.warning("retrying", what=what, attempt=attempt + 1, error=type(exc).__name__, detail=str(exc)[:200])
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-    raise AssertionError("unreachable")  # pragma: no cover
+            if on_failure is not None:
+                on_failure()
+            attempt += 1
+            log.warning("retrying", what=what, attempt=attempt, error=type(exc).__name__, detail=str(exc)[:200])
+            if stop is not None and stop.is_set() and attempt > 3:
+                raise
+            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not a secret
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+
+
+MAX_BACKOFF_SECONDS = 10.0
+
+
+def _reason(exc: BaseException) -> str:
+    """The database's (or the code's) reason for refusing a message, for its dead letter: one clean line."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc) or type(exc).__name__
+    text = text.replace("\x00", "").splitlines()[0] if text.strip() else type(exc).__name__
+    return text[:500]
 
 
 # How often a worker deletes intake rows whose events it already applied (see clear_applied_intake).
@@ -86,6 +119,9 @@ class Worker:
         self.catalogue = catalogue
         self.batches = 0
         self.applied = 0
+        self.dead = 0
+        # False while Postgres or the broker is away (the worker waits; see the health port).
+        self.ready = False
         self._consumer_obj: AIOKafkaConsumer | None = None
         self._next_intake_sweep = 0.0
 
@@ -112,19 +148,25 @@ class Worker:
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         s = self.settings
-        await _retry("ensure_topics", lambda: ensure_topics(s), 10, lambda e: isinstance(e, KafkaError | OSError))
+        # The broker may not be up yet (a supervisor restarts both): wait for it rather than exit.
+        await _retry("ensure_topics", lambda: ensure_topics(s), on_failure=self._not_ready, stop=stop)
         consumer = self._consumer_obj = self._consumer()
         producer = AIOKafkaProducer(**producer_options(s))
-        await consumer.start()
+        await _retry("consumer_start", consumer.start, on_failure=self._not_ready, stop=stop)
         try:
-            await producer.start()
+            await _retry("producer_start", producer.start, on_failure=self._not_ready, stop=stop)
+            self.ready = True
             if ready is not None:
                 ready.set()
             log.info("worker_started", topic=s.topic_events, group=s.consumer_group)
             loop = asyncio.get_running_loop()
             next_tick = loop.time()
             while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=s.worker_poll_timeout_ms, max_records=s.worker_max_records)
+                batch = await _retry(
+                    "fetch",
+                    lambda: consumer.getmany(timeout_ms=s.worker_poll_timeout_ms, max_records=s.worker_max_records),
+                    on_failure=self._not_ready,
+                )
                 if batch:
                     outcome = await self._handle(consumer, producer, batch)
                     if outcome.alerts_changed:
@@ -133,63 +175,126 @@ class Worker:
                     next_tick = loop.time() + s.rules.tick_seconds
                     await self._tick(producer)
         finally:
+            self.ready = False
             await consumer.stop()
             await producer.stop()
-            log.info("worker_stopped", batches=self.batches, applied=self.applied)
+            log.info("worker_stopped", batches=self.batches, applied=self.applied, dead=self.dead)
+
+    def _not_ready(self) -> None:
+        if self.ready:
+            log.warning("worker_not_ready")
+        self.ready = False
+
+    async def _periodic(self, what: str, fn: Callable[[], Awaitable[Any]]) -> None:
+        """One periodic job: transient failures wait for the next tick, a failing job never stops the worker."""
+        try:
+            await fn()
+        except Exception as exc:
+            if _transient(exc):
+                self._not_ready()
+                log.warning("periodic_job_postponed", what=what, error=type(exc).__name__, detail=str(exc)[:200])
+            else:
+                log.error("periodic_job_failed", what=what, exc_info=exc)
 
     async def _tick(self, producer: AIOKafkaProducer) -> None:
         """Due absence checks, the upstream_missing sweeper, and any outbox rows left behind."""
 
-        async def run() -> list[str]:
+        async def judge() -> None:
             async with self.engine.begin() as conn:
                 changed = await alert_engine.tick(conn, self.settings.rules) if self.settings.rules.enabled else []
                 # Market rules that judge on the clock: settled hours, finished days, silent markets.
                 changed += await alerts_repo.write_findings(conn, await market.sweep(conn, self.settings))
-                return changed
 
-        await _retry("alert_tick", run, self.settings.worker_max_db_retries, _transient)
-        await self._relay(producer)
+        await self._periodic("alert_tick", judge)
+        await self._periodic("relay_alerts", lambda: relay_outbox(self.engine, producer, self.settings.topic_alerts))
         loop = asyncio.get_running_loop()
         if loop.time() >= self._next_intake_sweep:
             self._next_intake_sweep = loop.time() + INTAKE_SWEEP_SECONDS
 
-            async def sweep_intake() -> int:
+            async def sweep_intake() -> None:
                 async with self.engine.begin() as conn:
-                    return await worker_repo.clear_applied_intake(conn)
+                    await worker_repo.clear_applied_intake(conn)
 
-            await _retry("intake_sweep", sweep_intake, self.settings.worker_max_db_retries, _transient)
+            await self._periodic("intake_sweep", sweep_intake)
 
     async def _relay(self, producer: AIOKafkaProducer) -> None:
-        await _retry(
-            "relay_alerts",
-            lambda: relay_outbox(self.engine, producer, self.settings.topic_alerts),
-            10,
-            lambda e: isinstance(e, KafkaError | OSError) or _transient(e),
+        await self._periodic("relay_alerts", lambda: relay_outbox(self.engine, producer, self.settings.topic_alerts))
+
+    async def _apply(self, records: list[Record]) -> BatchOutcome:
+        """Apply records, waiting out transient failures; split a batch that fails for any other reason.
+
+        Halves are applied on their own until the records at fault are alone; each of those becomes a dead
+        letter with the database's reason, and everything else is applied. One bad message never stops a
+        partition, and nothing is skipped silently.
+        """
+        s = self.settings
+        try:
+            outcome = await _retry(
+                "apply_batch",
+                lambda: apply_batch(
+                    self.engine, self.catalogue, records, future_skew_seconds=s.future_skew_seconds, settings=s
+                ),
+                on_failure=self._not_ready,
+            )
+        except Exception as exc:
+            if _transient(exc):  # pragma: no cover - _retry retries transient failures for ever
+                raise
+            if len(records) == 1:
+                return await self._refuse(records[0], exc)
+            log.warning("batch_split", records=len(records), error=type(exc).__name__, detail=_reason(exc))
+            half = len(records) // 2
+            first = await self._apply(records[:half])
+            second = await self._apply(records[half:])
+            return BatchOutcome(
+                applied=first.applied + second.applied,
+                duplicates=first.duplicates + second.duplicates,
+                dead=first.dead + second.dead,
+                lots_touched=first.lots_touched + second.lots_touched,
+                alerts_changed=first.alerts_changed + second.alerts_changed,
+            )
+        self.ready = True
+        return outcome
+
+    async def _refuse(self, record: Record, exc: BaseException) -> BatchOutcome:
+        """A message that cannot be applied on its own: a dead letter with the reason, in its own transaction."""
+        log.error(
+            "unapplicable_message",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error=type(exc).__name__,
+            detail=_reason(exc),
+            exc_info=exc,
         )
+        dead = unapplicable(
+            Position(record.topic, record.partition, record.offset),
+            record.key,
+            record.value,
+            list(record.headers),
+            _reason(exc),
+        )
+
+        async def store() -> None:
+            async with self.engine.begin() as conn:
+                await worker_repo.insert_dead_letters(conn, [dead])
+                if dead.event_id is not None:
+                    await worker_repo.clear_intake(conn, [dead.event_id])
+
+        await _retry("store_dead_letter", store, on_failure=self._not_ready)
+        return BatchOutcome(dead=[dead])
 
     async def _handle(
         self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, batch: dict[Any, list[Any]]
     ) -> BatchOutcome:
-        s = self.settings
         records = [
             Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()))
             for msgs in batch.values()
             for r in msgs
         ]
-        outcome: BatchOutcome = await _retry(
-            "apply_batch",
-            lambda: apply_batch(
-                self.engine, self.catalogue, records, future_skew_seconds=s.future_skew_seconds, settings=s
-            ),
-            s.worker_max_db_retries,
-            _transient,
-        )
+        outcome = await self._apply(records)
         if outcome.dead:
             await _retry(
-                "publish_dead_letters",
-                lambda: self._publish_dead(producer, outcome.dead),
-                10,
-                lambda e: isinstance(e, KafkaError | OSError),
+                "publish_dead_letters", lambda: self._publish_dead(producer, outcome.dead), on_failure=self._not_ready
             )
         offsets = {TopicPartition(tp.topic, tp.partition): msgs[-1].offset + 1 for tp, msgs in batch.items() if msgs}
         try:
@@ -198,8 +303,12 @@ class Worker:
             # The partitions moved to another worker, which re-reads from the last commit; the
             # events table makes that replay a no-op.
             log.warning("commit_failed_after_rebalance", error=type(exc).__name__)
+        except KafkaError as exc:
+            # The broker is away: the batch is applied, and a replay after it returns is a no-op.
+            log.warning("commit_failed", error=type(exc).__name__)
         self.batches += 1
         self.applied += len(outcome.applied)
+        self.dead += len(outcome.dead)
         log.debug(
             "batch_applied",
             records=len(records),
@@ -234,13 +343,45 @@ class Worker:
         await asyncio.gather(*futures)
 
 
+async def serve_health(worker: Worker, host: str, port: int) -> asyncio.Server:
+    """A minimal HTTP endpoint for probes: 200 while the worker can apply events, 503 while it waits."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(5):
+                await reader.readuntil(b"\r\n\r\n")
+            body = orjson.dumps(
+                {
+                    "status": "ready" if worker.ready else "not_ready",
+                    "batches": worker.batches,
+                    "applied": worker.applied,
+                    "dead": worker.dead,
+                }
+            )
+            status = "200 OK" if worker.ready else "503 Service Unavailable\r\nRetry-After: 5"
+            head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            writer.write(head.encode() + b"Connection: close\r\n\r\n" + body)
+            await writer.drain()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, host, port)
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None) -> Worker:
     """Build the worker from settings, run it until ``stop`` is set, and release everything."""
     # A batch may legitimately take longer than an API query; a minute still catches a stuck statement.
     engine = create_engine(settings, pool_size=2, statement_timeout_ms=60_000, name="worker", custom_plans=False)
     worker = Worker(settings, engine, build_catalogue(settings.codes, settings.max_events_per_request))
+    health = None
+    if settings.worker_health_port is not None:
+        health = await serve_health(worker, settings.worker_health_host, settings.worker_health_port)
     try:
         await worker.run(stop, ready)
     finally:
+        if health is not None:
+            health.close()
         await engine.dispose()
     return worker
