@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -18,6 +18,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -53,14 +54,57 @@ def _three_decimals(value: float) -> float:
     return value
 
 
-Kg = Annotated[float, Field(gt=0, lt=MAX_KG), AfterValidator(_three_decimals)]
-Price = Annotated[float, Field(ge=0, lt=100_000), AfterValidator(_three_decimals)]
+# -- what the store can keep ------------------------------------------------------------------------
+# The API and the worker validate with the same types, so nothing the database (or the rules' date
+# arithmetic) cannot take gets past intake: a NUL, a lone surrogate, a time outside the range below, a
+# number that is not finite. Such an event is a 422 with its field at the API and a dead letter
+# (``invalid_event``) on the Kafka path, never a crash of the worker.
+
+TIME_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+TIME_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def storable_text(value: str) -> str:
+    """Text Postgres can store: no NUL character and no lone surrogate."""
+    if "\x00" in value:
+        raise ValueError("text may not contain the NUL character (\\u0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text may not contain a lone surrogate") from None
+    return value
+
+
+def _rfc3339_only(value: Any) -> Any:
+    # pydantic also reads digits (or a string of digits) as unix seconds; the contract's times are RFC 3339
+    # strings only. The string is parsed by pydantic-core after this check (lax, as strict mode would refuse
+    # a string handed on by a Python validator).
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or len(value) < 19 or value[4:5] != "-" or value[10:11] not in ("T", "t", " "):
+        raise ValueError("a time must be RFC 3339 with an offset, e.g. 2026-11-25T05:10:00+08:00")
+    return value
+
+
+def storable_time(value: datetime) -> datetime:
+    """A time the store and the rules can use: from 1970 up to (not including) 2100, UTC."""
+    if not TIME_MIN <= value < TIME_MAX:
+        raise ValueError("a time must lie between 1970-01-01T00:00:00Z and 2100-01-01T00:00:00Z")
+    return value
+
+
+Time = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339_only), AfterValidator(storable_time)]
+_SAFE = AfterValidator(storable_text)
+
+Kg = Annotated[float, Field(gt=0, lt=MAX_KG, allow_inf_nan=False), AfterValidator(_three_decimals)]
+Price = Annotated[float, Field(ge=0, lt=100_000, allow_inf_nan=False), AfterValidator(_three_decimals)]
 Head = Annotated[int, Field(ge=0, le=MAX_HEAD)]
 PositiveHead = Annotated[int, Field(ge=1, le=MAX_HEAD)]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-LongText = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=200), _SAFE]
+LongText = Annotated[str, StringConstraints(min_length=1, max_length=2000), _SAFE]
+StallLabel = Annotated[str, StringConstraints(min_length=1, max_length=32), _SAFE]
 ProductCode = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z._-]{1,32}$")]
-Plate = Annotated[str, StringConstraints(min_length=2, max_length=16)]
+Plate = Annotated[str, StringConstraints(min_length=2, max_length=16), _SAFE]
 
 
 class Strict(BaseModel):
@@ -96,7 +140,7 @@ def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000
     class QuarantineCert(Strict):
         number: Cert
         kind: Literal["A", "B", "product"]
-        issued_at: AwareDatetime
+        issued_at: Time
         head_count: PositiveHead
 
     class FarmPigsDispatched(Strict):
@@ -110,7 +154,7 @@ def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000
         origin_region: Region
 
     class Owner(Strict):
-        code: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = None
+        code: Annotated[str, StringConstraints(min_length=1, max_length=40), _SAFE] | None = None
         name: Text
 
     class SlaughterPigsReceived(Strict):
@@ -130,7 +174,7 @@ def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000
         lot: LotCode
         method: Literal["pcr", "strip"]
         result: Literal["negative", "positive"]
-        sampled_at: AwareDatetime
+        sampled_at: Time
 
     class Output(Strict):
         lot: LotCode
@@ -154,7 +198,7 @@ def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000
         weight_kg: Kg
         compliance_cert_number: Cert
         origin_region: Region
-        harvested_at: AwareDatetime
+        harvested_at: Time
 
     class ShippedLine(Strict):
         lot: LotCode
@@ -190,13 +234,13 @@ def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000
         lot: LotCode
         test: Literal["pesticide_rapid", "ractopamine", "asf", "other"]
         method: Text
-        value: Annotated[float, Field(ge=-1e9, le=1e9)] | None = None
+        value: Annotated[float, Field(ge=-1e9, le=1e9, allow_inf_nan=False)] | None = None
         result: Literal["pass", "fail"]
 
     class RetailSold(Strict):
         sale_code: LotCode
         lot: LotCode
-        stall: OperatorCode | None = None
+        stall: StallLabel | None = None  # the stall as the market labels it (A区12号, A-12), not a code
         weight_kg: Kg
         unit_price: Price
 
@@ -229,7 +273,7 @@ def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000
 
     class EnvelopeBase(Strict):
         event_id: UUID
-        occurred_at: AwareDatetime
+        occurred_at: Time
         operator: OperatorCode
 
     models: dict[str, type[BaseModel]] = {}

@@ -25,7 +25,7 @@ from trace_service.contract.codes import (
     check_lot_code,
     check_region,
 )
-from trace_service.contract.events import Catalogue, EventType, _three_decimals
+from trace_service.contract.events import Catalogue, EventType, _three_decimals, storable_text, storable_time
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 BASE_URI = "https://trace.zs.example/schemas/v1/"
@@ -124,6 +124,12 @@ def _after(pattern: str | None, description: str) -> Callable[[JsonSchemaValue],
 # Each after-validator of the contract models, and how its check shows in JSON Schema.
 _AFTER_VALIDATORS: dict[Callable[..., Any], Callable[[JsonSchemaValue], JsonSchemaValue]] = {
     _three_decimals: _after(None, "At most 3 decimal places (checked by the service)."),
+    storable_text: _after(None, "Text without the NUL character or lone surrogates (checked by the service)."),
+    storable_time: _after(
+        None,
+        "RFC 3339 date-time with an offset, e.g. 2026-11-25T05:10:00+08:00, from 1970-01-01T00:00:00Z up to "
+        "2100-01-01T00:00:00Z; naive times and unix seconds are rejected.",
+    ),
     check_region: _after(
         f"^{_PROVINCE}[0-9]{{4}}$",
         "GB/T 2260 region code: 6 digits, the first two a real province code.",

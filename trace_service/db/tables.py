@@ -79,11 +79,14 @@ class StoredEvent(SQLModel, table=True):
 
 
 class Intake(SQLModel, table=True):
-    """Events the broker acknowledged to the API and the worker has not applied yet.
+    """The intake ledger: events the API accepted that the worker has not applied yet, with their message.
 
-    It serves ``status: accepted`` and the API's conflict check for events in flight; the worker
-    deletes a row in the transaction that applies its event. Losing a row loses nothing: the event is
-    in Kafka.
+    The API writes a row, with the message exactly as it produces it (topic, key, value, headers), in
+    one transaction before producing, so a 202 means the event is here even if the broker then forgets
+    it. The worker deletes the row in the transaction that applies its event and re-produces rows that
+    wait too long (``worker/redeliver.py``). It also serves ``status: accepted`` and the API's conflict
+    check for events in flight. Rows from before migration 0009 carry no message (hence the nullable
+    columns); the redeliverer skips them.
     """
 
     __tablename__ = "intake"
@@ -92,6 +95,13 @@ class Intake(SQLModel, table=True):
     operator: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     sha256: bytes = Field(sa_column=sa.Column(BYTEA, nullable=False))
     accepted_at: datetime = _ts()
+    topic: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    kafka_key: bytes | None = Field(default=None, sa_column=sa.Column(BYTEA, nullable=True))
+    value: bytes | None = Field(default=None, sa_column=sa.Column(BYTEA, nullable=True))
+    # The headers as produced, in order: [[name, base64 of the value], ...]; they carry the API's signature.
+    headers: list[Any] | None = Field(default=None, sa_column=sa.Column(JSONB, nullable=True))
+    produced_at: datetime = _ts(index=True)
+    attempts: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="1"))
 
 
 class DeadLetter(SQLModel, table=True):

@@ -1,11 +1,14 @@
-"""SQL of the intake path: conflict checks, the intake ledger and event statuses."""
+"""SQL of the intake path: conflict checks, the intake ledger (with each event's message) and event statuses."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -17,17 +20,24 @@ _KNOWN = sa.text(
     """
 )
 
+# The ledger rows of a request, with the messages as they will be produced. Ids already applied need no
+# row; ids with a row from an earlier attempt keep it (same content: the conflict check ran). RETURNING
+# tells which rows this request added, the only ones it may take back if producing fails.
 _RECORD_INTAKE = sa.text(
     """
-    INSERT INTO intake (event_id, operator, sha256)
-    SELECT i.event_id, i.operator, i.sha256
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:operators AS text[]), CAST(:hashes AS bytea[]))
-         AS i(event_id, operator, sha256)
+    INSERT INTO intake (event_id, operator, sha256, topic, kafka_key, value, headers)
+    SELECT i.event_id, i.operator, i.sha256, CAST(:topic AS text), i.kafka_key, i.value, i.headers
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:operators AS text[]), CAST(:hashes AS bytea[]),
+                CAST(:keys AS bytea[]), CAST(:values AS bytea[]), CAST(:headers AS jsonb[]))
+         AS i(event_id, operator, sha256, kafka_key, value, headers)
     WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = i.event_id)
     ORDER BY i.event_id
     ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
     """
 )
+
+_FORGET_INTAKE = sa.text("DELETE FROM intake WHERE event_id = ANY(CAST(:ids AS uuid[]))")
 
 # One row per id: applied beats rejected beats accepted.
 _STATUS = sa.text(
@@ -55,10 +65,48 @@ async def known_fingerprints(conn: AsyncConnection, ids: Sequence[uuid.UUID]) ->
     return found
 
 
-async def record_intake(
-    conn: AsyncConnection, ids: Sequence[uuid.UUID], operators: Sequence[str], hashes: Sequence[bytes]
-) -> None:
-    await conn.execute(_RECORD_INTAKE, {"ids": list(ids), "operators": list(operators), "hashes": list(hashes)})
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One accepted event and the message that carries it, as the API produces it."""
+
+    event_id: uuid.UUID
+    operator: str
+    sha256: bytes
+    key: bytes
+    value: bytes
+    headers: Sequence[tuple[str, bytes]]
+
+
+def encode_headers(headers: Sequence[tuple[str, bytes]]) -> str:
+    """Kafka headers as JSON ``[[name, base64 value], ...]``: byte-exact and in order (a signature covers them)."""
+    return orjson.dumps([[name, base64.b64encode(value).decode()] for name, value in headers]).decode()
+
+
+def decode_headers(stored: Sequence[Sequence[str]]) -> list[tuple[str, bytes]]:
+    return [(name, base64.b64decode(value)) for name, value in stored]
+
+
+async def record_intake(conn: AsyncConnection, topic: str, entries: Sequence[LedgerEntry]) -> list[uuid.UUID]:
+    """Write the ledger rows of a request in one statement; the ids of the rows it added."""
+    result = await conn.execute(
+        _RECORD_INTAKE,
+        {
+            "topic": topic,
+            "ids": [e.event_id for e in entries],
+            "operators": [e.operator for e in entries],
+            "hashes": [e.sha256 for e in entries],
+            "keys": [e.key for e in entries],
+            "values": [e.value for e in entries],
+            "headers": [encode_headers(e.headers) for e in entries],
+        },
+    )
+    return [row.event_id for row in result]
+
+
+async def forget_intake(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> None:
+    """Take back ledger rows whose events were not produced (the request answers 503)."""
+    if ids:
+        await conn.execute(_FORGET_INTAKE, {"ids": list(ids)})
 
 
 async def statuses(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:

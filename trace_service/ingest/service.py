@@ -162,20 +162,41 @@ class IntakeService:
             if conflicts:
                 raise Conflict("an event_id is already known with different content", details=conflicts)
 
+            # The ledger first, with the messages exactly as they will be produced: once a 202 is
+            # answered the event is in Postgres, whatever the broker forgets later (the worker's
+            # redeliverer produces a waiting row again). Postgres down: 503, nothing produced.
             topic = self._settings.topic_events
-            messages = [
-                (op.encode(), value, self._publisher.headers_for(principal, op.encode(), value))
-                for op, value in zip(operators, prepared.canonical, strict=True)
+            keys = [op.encode() for op in operators]
+            entries = [
+                repo.LedgerEntry(eid, op, digest, key, value, self._publisher.headers_for(principal, key, value))
+                for eid, op, digest, key, value in zip(
+                    ids, operators, prepared.hashes, keys, prepared.canonical, strict=True
+                )
             ]
-            await self._publisher.publish(topic, messages)
-
             try:
                 async with self._engine.begin() as conn:
-                    await repo.record_intake(conn, ids, operators, prepared.hashes)
+                    added = await repo.record_intake(conn, topic, entries)
             except (OperationalError, InterfaceError, OSError) as exc:
-                # The events are safely in Kafka; only the 'accepted' status is missing until applied.
-                log.warning("intake_ledger_write_failed", error=type(exc).__name__, count=len(ids))
+                raise self._db_down(exc) from exc
+
+            try:
+                await self._publisher.publish(topic, [(e.key, e.value, list(e.headers)) for e in entries])
+            except DependencyDown:
+                # Nothing is half-accepted: take back the rows this request added (rows of an earlier
+                # attempt stay: that attempt may have answered 202). Messages the broker did take are
+                # applied anyway and the client's retry is deduplicated on event_id.
+                await self._forget(added)
+                raise
         return ids
+
+    async def _forget(self, ids: list[uuid.UUID]) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await repo.forget_intake(conn, ids)
+        except (OperationalError, InterfaceError, OSError) as exc:
+            # The rows stay and the redeliverer produces them later: the events are applied although
+            # this request answered 503, which a retry of the same ids makes harmless.
+            log.warning("intake_ledger_cleanup_failed", error=type(exc).__name__, count=len(ids))
 
     async def _authorize(self, conn: Any, principal: Principal, events: Sequence[BaseModel]) -> None:
         problems = []
