@@ -6,12 +6,20 @@ import asyncio
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from trace_service.access import keys
+from trace_service.contract import signing
+from trace_service.settings import Settings
 
 T = TypeVar("T")
+Headers = list[tuple[str, bytes]]
 
 SHANGHAI = "+08:00"
 
@@ -79,6 +87,47 @@ def harvested_event(operator: str, **over: Any) -> dict[str, Any]:
     return event
 
 
+@dataclass(frozen=True)
+class Integrator:
+    key_id: str
+    secret: str
+
+    def sign(self, key: bytes, value: bytes) -> Headers:
+        return signing.sign_headers(self.key_id, self.secret, key, value)
+
+
+def api_headers(settings: Settings, key: bytes, value: bytes, actor: str = signing.STAFF_ACTOR) -> Headers:
+    """The headers the API puts on a message it produced for ``actor`` (``staff`` or an operator code),
+    signed with the test settings' API secret: for tests that stand in for the API on the topic."""
+    master = keys.signing_master(settings.signing_secret.get_secret_value(), settings.key_pepper.get_secret_value())
+    assert master is not None, "the test settings carry a key pepper"
+    return signing.sign_headers(signing.API_KEY_ID, keys.api_signing_secret(master), key, value, actor=actor)
+
+
+async def produce(settings: Settings, messages: list[tuple[bytes, bytes, Headers]], topic: str | None = None) -> None:
+    """Produce (key, value, headers) straight to the events topic, as a direct producer does (acks=all)."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic or settings.topic_events, value=v, key=k, headers=h) for k, v, h in messages
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def as_api(
+    settings: Settings, events: list[dict[str, Any]], actor: str = signing.STAFF_ACTOR
+) -> list[tuple[bytes, bytes, Headers]]:
+    """Events as messages keyed by operator and signed as the API signs them for ``actor``."""
+    out = []
+    for e in events:
+        key, value = e["operator"].encode(), orjson.dumps(e)
+        out.append((key, value, api_headers(settings, key, value, actor)))
+    return out
+
+
 class Actors:
     """Registers operators and issues keys through the API, as an administrator would."""
 
@@ -103,6 +152,12 @@ class Actors:
     async def operator_with_key(self, **kw: Any) -> tuple[str, dict[str, str]]:
         op = await self.operator(**kw)
         return op, await self.key(op)
+
+    async def integrator(self, operators: list[str], name: str = "test integrator") -> Integrator:
+        """Register a direct producer for ``operators`` (admin), with the secret it is shown once."""
+        r = await self.client.post("/v1/integrators", json={"name": name, "operators": operators}, headers=self.admin)
+        assert r.status_code == 201, r.text
+        return Integrator(r.json()["key_id"], r.json()["secret"])
 
     async def staff_key(self, role: str = "regulator") -> dict[str, str]:
         r = await self.client.post("/v1/keys", json={"role": role, "name": f"test {role}"}, headers=self.admin)

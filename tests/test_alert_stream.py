@@ -98,6 +98,7 @@ def _worker_env(settings: Settings) -> dict[str, str]:
             "TRACE_TOPIC_DLQ": settings.topic_dlq,
             "TRACE_TOPIC_ALERTS": settings.topic_alerts,
             "TRACE_CONSUMER_GROUP": settings.consumer_group,
+            "TRACE_KEY_PEPPER": settings.key_pepper.get_secret_value(),  # the API's: its signing secret derives from it
             "TRACE_WORKER_SESSION_TIMEOUT_MS": "2000",
             "TRACE_WORKER_HEARTBEAT_INTERVAL_MS": "500",
             "TRACE_WORKER_MAX_RECORDS": "5",

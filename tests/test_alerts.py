@@ -12,9 +12,8 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
-from aiokafka import AIOKafkaProducer
 
-from tests.support import Actors, register_operators, scenario_tag, wait_for
+from tests.support import Actors, as_api, produce, register_operators, scenario_tag, wait_for
 from trace_service.alerts.models import alert_id
 from trace_service.chain import scenarios
 from trace_service.settings import Settings
@@ -81,12 +80,8 @@ async def _replay_one(
     if conflict:
         copy = orjson.loads(orjson.dumps(sc["events"][conflict["event"]]))
         scenarios._path_set(copy, conflict["path"], conflict["value"])
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-        await producer.start()
-        try:
-            await producer.send_and_wait(settings.topic_events, orjson.dumps(copy), key=copy["operator"].encode())
-        finally:
-            await producer.stop()
+        # Straight to the topic, signed as the API signs what it produces for the admin key the events came with.
+        await produce(settings, as_api(settings, [copy]))
     await wait_for(lambda: _applied(db, ids), timeout=30)
     return sc, tag, ids
 

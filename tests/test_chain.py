@@ -189,7 +189,9 @@ async def test_diamond_and_split(client: httpx.AsyncClient, actors: Actors, work
     holders = {h["code"] for h in r.json()["holders"]}
     assert {wholesaler, *extra_buyers} <= holders
     carcass = (await client.get(f"/v1/lots/{m['CARCASS0001']}", headers=regulator)).json()
-    assert carcass["kg_out"] == 700.0  # 100 into the mix + 3 × 200, received without a shipment report
+    # Received without the slaughterhouse's shipment report: the buyers' links are pending and move nothing
+    # out of the slaughterhouse's lot (contract section 7), though a recall still reaches those buyers.
+    assert carcass["kg_out"] == 0.0
 
 
 async def test_cycle_does_not_hang(client: httpx.AsyncClient, actors: Actors, worker: None) -> None:
@@ -228,11 +230,12 @@ async def test_who_may_read_and_trace(client: httpx.AsyncClient, actors: Actors,
     assert (await client.get(f"/v1/lots/{m['FARMLOT0001']}", headers=stall_key)).status_code == 200
     # ... but not downstream, not other operators' lots that do not feed it, and no recall.
     assert (await client.get(f"/v1/lots/{stall_lot}/trace?direction=down", headers=stall_key)).status_code == 403
-    assert (await client.get(f"/v1/lots/{m['CARCASS0002']}", headers=stall_key)).status_code == 403
+    # A lot an operator may not read answers as an unknown code does (contract section 7).
+    assert (await client.get(f"/v1/lots/{m['CARCASS0002']}", headers=stall_key)).status_code == 404
     assert (await client.get(f"/v1/lots/{m['SLBATCH0001']}/recall", headers=stall_key)).status_code == 403
     # The slaughterhouse cannot follow its meat into the stall's books.
-    assert (await client.get(f"/v1/lots/{stall_lot}", headers=slaughter_key)).status_code == 403
-    assert (await client.get(f"/v1/lots/{sale}/trace?direction=up", headers=slaughter_key)).status_code == 403
+    assert (await client.get(f"/v1/lots/{stall_lot}", headers=slaughter_key)).status_code == 404
+    assert (await client.get(f"/v1/lots/{sale}/trace?direction=up", headers=slaughter_key)).status_code == 404
     assert (await client.get(f"/v1/lots/NOSUCHLOT{random.randint(1000, 9999)}", headers=stall_key)).status_code == 404
     assert (await client.get("/v1/lots/bad-code", headers=stall_key)).status_code == 422
     assert (await client.get(f"/v1/lots/{sale}")).status_code == 401

@@ -36,7 +36,7 @@ async def test_one_event_is_accepted_then_applied(
     assert r.status_code == 202, r.text
     assert r.json() == {"accepted": [event["event_id"]]}
 
-    r = await client.post("/v1/events?wait=true", json=lot_tested_event(op), headers=key)
+    r = await client.post("/v1/events?wait=true", json=harvested_event(op), headers=key)
     assert r.status_code == 200, r.text
     assert r.json()["complete"] is True
     assert r.json()["events"][0]["status"] == "applied"
@@ -58,7 +58,7 @@ async def test_batch_is_accepted_and_applied(
     client: httpx.AsyncClient, actors: Actors, worker: None, db: asyncpg.Connection
 ) -> None:
     op, key = await actors.operator_with_key()
-    batch = [lot_tested_event(op) for _ in range(250)]
+    batch = [harvested_event(op) for _ in range(250)]
     r = await client.post("/v1/events?wait=true", json=batch, headers=key)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -69,7 +69,7 @@ async def test_batch_is_accepted_and_applied(
 
 async def test_status_is_accepted_before_the_worker_runs(client: httpx.AsyncClient, actors: Actors) -> None:
     op, key = await actors.operator_with_key()
-    event = lot_tested_event(op)
+    event = harvested_event(op)
     assert (await client.post("/v1/events", json=event, headers=key)).status_code == 202
     r = await client.get(f"/v1/events/{event['event_id']}", headers=key)
     assert r.json()["status"] == "accepted"
@@ -82,7 +82,7 @@ async def test_same_event_twice_is_stored_once_and_other_content_conflicts(
     client: httpx.AsyncClient, actors: Actors, worker: None, db: asyncpg.Connection
 ) -> None:
     op, key = await actors.operator_with_key()
-    event = lot_tested_event(op)
+    event = harvested_event(op)
     assert (await client.post("/v1/events?wait=true", json=event, headers=key)).status_code == 200
     # Same content, other spelling: other key order and whitespace.
     respelled = orjson.dumps(dict(reversed(list(event.items()))), option=orjson.OPT_INDENT_2)
@@ -102,7 +102,7 @@ async def test_same_event_twice_is_stored_once_and_other_content_conflicts(
 
 async def test_conflict_with_an_event_still_in_flight(client: httpx.AsyncClient, actors: Actors) -> None:
     op, key = await actors.operator_with_key()
-    event = lot_tested_event(op)
+    event = harvested_event(op)
     assert (await client.post("/v1/events", json=event, headers=key)).status_code == 202
     changed = {**event, "occurred_at": "2026-11-25T03:41:00+08:00"}
     assert (await client.post("/v1/events", json=changed, headers=key)).status_code == 409
@@ -110,7 +110,7 @@ async def test_conflict_with_an_event_still_in_flight(client: httpx.AsyncClient,
 
 async def test_same_id_twice_in_one_batch(client: httpx.AsyncClient, actors: Actors) -> None:
     op, key = await actors.operator_with_key()
-    event = lot_tested_event(op)
+    event = harvested_event(op)
     r = await client.post("/v1/events", json=[event, event], headers=key)
     assert r.status_code == 202
     assert r.json()["accepted"] == [event["event_id"]]
@@ -121,7 +121,7 @@ async def test_same_id_twice_in_one_batch(client: httpx.AsyncClient, actors: Act
 
 
 def _bad_items(op: str) -> list[tuple[str, dict, str, str]]:
-    base = lot_tested_event(op)
+    base = harvested_event(op)
     return [
         ("unknown field", {**base, "colour": "red"}, "colour", "extra_forbidden"),
         ("unknown data field", {**base, "data": {**base["data"], "lott": "X"}}, "data.lott", "extra_forbidden"),
@@ -161,7 +161,7 @@ async def test_batch_with_one_bad_item_accepts_nothing(
     client: httpx.AsyncClient, actors: Actors, worker: None, db: asyncpg.Connection
 ) -> None:
     op, key = await actors.operator_with_key()
-    batch = [lot_tested_event(op) for _ in range(5)]
+    batch = [harvested_event(op) for _ in range(5)]
     batch[3]["data"]["weight"] = 1
     r = await client.post("/v1/events", json=batch, headers=key)
     assert r.status_code == 422
@@ -170,7 +170,7 @@ async def test_batch_with_one_bad_item_accepts_nothing(
         {"index": 3, "field": "data.weight", "type": "extra_forbidden", "message": details[0]["message"]}
     ]
     # A later good event of the same operator is applied, and none of the refused batch ever is.
-    assert (await client.post("/v1/events?wait=true", json=lot_tested_event(op), headers=key)).status_code == 200
+    assert (await client.post("/v1/events?wait=true", json=harvested_event(op), headers=key)).status_code == 200
     assert await _stored(db, *(e["event_id"] for e in batch)) == 0
     r = await client.get(f"/v1/events/{batch[0]['event_id']}", headers=key)
     assert r.status_code == 404
@@ -188,7 +188,7 @@ async def test_batch_size_limits(client: httpx.AsyncClient, actors: Actors) -> N
     op, key = await actors.operator_with_key()
     r = await client.post("/v1/events", json=[], headers=key)
     assert r.status_code == 422
-    r = await client.post("/v1/events", json=[lot_tested_event(op) for _ in range(1001)], headers=key)
+    r = await client.post("/v1/events", json=[harvested_event(op) for _ in range(1001)], headers=key)
     assert r.status_code == 422
     assert "1000" in _error(r)["message"]
     r = await client.post("/v1/events", json=[1, "x"], headers=key)
@@ -198,7 +198,7 @@ async def test_batch_size_limits(client: httpx.AsyncClient, actors: Actors) -> N
 
 async def test_body_over_the_limit_is_413(client: httpx.AsyncClient, actors: Actors) -> None:
     op, key = await actors.operator_with_key()
-    event = lot_tested_event(op)
+    event = harvested_event(op)
     event["data"]["method"] = "x" * (6 * 1024 * 1024)
     r = await client.post("/v1/events", json=event, headers=key)
     assert r.status_code == 413
@@ -218,7 +218,7 @@ async def test_authentication_and_ownership(client: httpx.AsyncClient, actors: A
     stall = await actors.operator(kind="retailer", parent=tenant)
     stranger, stranger_key = await actors.operator_with_key(kind="retail_market")
 
-    event = lot_tested_event(market)
+    event = harvested_event(market)
     r = await client.post("/v1/events", json=event)
     assert r.status_code == 401
     assert _error(r)["code"] == "unauthorized"
@@ -234,17 +234,17 @@ async def test_authentication_and_ownership(client: httpx.AsyncClient, actors: A
 
     # A market reports for itself, its tenant wholesalers and their stalls.
     for op in (market, tenant, stall):
-        r = await client.post("/v1/events", json=lot_tested_event(op), headers=market_key)
+        r = await client.post("/v1/events", json=harvested_event(op), headers=market_key)
         assert r.status_code == 202, r.text
     # ... but not for another operator, and not for its parent from the tenant's side.
-    r = await client.post("/v1/events", json=[lot_tested_event(market), lot_tested_event(stranger)], headers=market_key)
+    r = await client.post("/v1/events", json=[harvested_event(market), harvested_event(stranger)], headers=market_key)
     assert r.status_code == 403
     assert _error(r)["details"][0]["index"] == 1
-    r = await client.post("/v1/events", json=lot_tested_event(market), headers=stranger_key)
+    r = await client.post("/v1/events", json=harvested_event(market), headers=stranger_key)
     assert r.status_code == 403
 
     # Operators may not read each other's events.
-    mine = lot_tested_event(market)
+    mine = harvested_event(market)
     assert (await client.post("/v1/events", json=mine, headers=market_key)).status_code == 202
     assert (await client.get(f"/v1/events/{mine['event_id']}", headers=stranger_key)).status_code == 404
     assert (await client.get(f"/v1/events/{mine['event_id']}", headers=market_key)).status_code == 200
@@ -253,7 +253,7 @@ async def test_authentication_and_ownership(client: httpx.AsyncClient, actors: A
 
     # Holds are the regulators' to post.
     hold = {
-        **lot_tested_event(market),
+        **harvested_event(market),
         "event_type": "regulator.lot_held",
         "data": {"lot": "LOT00000001", "reason": "复检", "scope": "downstream"},
     }
@@ -267,12 +267,12 @@ async def test_suspended_operator_is_refused(client: httpx.AsyncClient, actors: 
     r = await client.patch(f"/v1/operators/{tenant}", json={"status": "suspended"}, headers=actors.admin)
     assert r.status_code == 200
     assert r.json()["status"] == "suspended"
-    r = await client.post("/v1/events", json=lot_tested_event(tenant), headers=key)
+    r = await client.post("/v1/events", json=harvested_event(tenant), headers=key)
     assert r.status_code == 403
     assert "suspended" in _error(r)["details"][0]["message"]
 
     r = await client.patch(f"/v1/operators/{market}", json={"status": "suspended"}, headers=actors.admin)
-    r = await client.post("/v1/events", json=lot_tested_event(market), headers=key)
+    r = await client.post("/v1/events", json=harvested_event(market), headers=key)
     assert r.status_code == 403
     assert _error(r)["code"] == "operator_suspended"
 
@@ -286,7 +286,7 @@ async def test_metrics_count_accepted_and_refused(client: httpx.AsyncClient, act
 
     op, key = await actors.operator_with_key()
     before = (await client.get("/metrics")).text
-    await client.post("/v1/events", json=[lot_tested_event(op) for _ in range(3)], headers=key)
+    await client.post("/v1/events", json=[harvested_event(op) for _ in range(3)], headers=key)
     await client.post("/v1/events", content=b"{", headers={**key, "content-type": "application/json"})
     after = (await client.get("/metrics")).text
     assert value(after, "trace_events_accepted_total") - value(before, "trace_events_accepted_total") == 3

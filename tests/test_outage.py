@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, api_client, make_settings
-from tests.support import Actors, lot_tested_event
+from tests.support import Actors, harvested_event
 from trace_service.runtime.embedded import EmbeddedBroker
 
 
@@ -23,11 +23,11 @@ async def test_broker_down_gives_503_and_nothing_half_accepted(
         async with api_client(settings) as client:
             actors = Actors(client, ADMIN_TOKEN)
             op, key = await actors.operator_with_key()
-            assert (await client.post("/v1/events", json=lot_tested_event(op), headers=key)).status_code == 202
+            assert (await client.post("/v1/events", json=harvested_event(op), headers=key)).status_code == 202
             assert (await client.get("/readyz")).status_code == 200
 
             broker.kill()
-            batch = [lot_tested_event(op) for _ in range(20)]
+            batch = [harvested_event(op) for _ in range(20)]
             r = await client.post("/v1/events", json=batch, headers=key)
             assert r.status_code == 503, r.text
             assert r.json()["error"]["code"] == "unavailable"

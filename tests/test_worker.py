@@ -12,23 +12,13 @@ import uuid
 import asyncpg
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
-from tests.support import Actors, code, lot_tested_event, wait_for
+from tests.support import Actors, as_api, code, harvested_event, lot_tested_event, produce, wait_for
 from trace_service.contract.events import build_catalogue
 from trace_service.db.engine import create_engine
 from trace_service.settings import Settings
 from trace_service.worker.main import Worker
-
-
-async def _produce(settings: Settings, values: list[bytes], key: bytes = b"THIRDPARTY01") -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        futures = [await producer.send(settings.topic_events, value=v, key=key) for v in values]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 async def _count(db: asyncpg.Connection, ids: list[str]) -> int:
@@ -57,10 +47,12 @@ async def _read_topic(settings: Settings, topic: str, expected: int) -> list:
 async def test_direct_producers_bad_messages_go_to_dead_letters(
     settings: Settings, worker: None, db: asyncpg.Connection, client: httpx.AsyncClient, actors: Actors
 ) -> None:
-    op = code("TP", 12)
-    first = lot_tested_event(op)
-    conflicting = {**first, "data": {**first["data"], "result": "fail"}}
-    after = lot_tested_event(op)
+    op = await actors.operator()
+    integrator = await actors.integrator([op])  # a third-party system, signing what it produces
+    # Creating events: they apply whatever else the stream holds (a lot.tested would wait for its lot).
+    first = harvested_event(op)
+    conflicting = {**first, "data": {**first["data"], "weight_kg": 1.5}}
+    after = harvested_event(op)
     messages = [
         b"\xff\xfenot json at all",
         orjson.dumps({**lot_tested_event(op), "event_type": "lot.teleported"}),
@@ -69,14 +61,15 @@ async def test_direct_producers_bad_messages_go_to_dead_letters(
         orjson.dumps(first),  # an identical repeat: a no-op, not a dead letter
         orjson.dumps(after),
     ]
-    await _produce(settings, messages)
+    key = op.encode()
+    await produce(settings, [(key, m, integrator.sign(key, m)) for m in messages])
 
     await wait_for(lambda: _count(db, [first["event_id"], after["event_id"]]), timeout=20)
     assert await _count(db, [first["event_id"], after["event_id"]]) == 2
     stored = await db.fetchval(
-        "SELECT envelope->'data'->>'result' FROM events WHERE event_id = $1", uuid.UUID(first["event_id"])
+        "SELECT envelope->'data'->>'weight_kg' FROM events WHERE event_id = $1", uuid.UUID(first["event_id"])
     )
-    assert stored == "pass"  # the first version won; the conflicting one did not overwrite it
+    assert stored == "1250.5"  # the first version won; the conflicting one did not overwrite it
     source = await db.fetchval("SELECT source FROM events WHERE event_id = $1", uuid.UUID(after["event_id"]))
     assert source == "kafka"
 
@@ -106,7 +99,7 @@ async def test_direct_producers_bad_messages_go_to_dead_letters(
     assert [d["error_code"] for d in mine] == ["conflicting_duplicate", "invalid_event", "malformed_json"]
     assert mine[2]["raw_encoding"] == "base64"  # not UTF-8: shown losslessly
     assert mine[1]["details"][0]["field"] == "event_type"
-    assert orjson.loads(mine[0]["raw"])["data"]["result"] == "fail"
+    assert orjson.loads(mine[0]["raw"])["data"]["weight_kg"] == 1.5
     invalid_id = orjson.loads(messages[1])["event_id"]
     r = await client.get(f"/v1/events/{invalid_id}", headers=regulator)
     assert r.json()["status"] == "rejected"
@@ -128,17 +121,8 @@ async def test_two_workers_in_one_group_apply_each_event_once(settings: Settings
         # Keys spread the events over the partitions: with 8 random keys all of them landed in one worker's
         # half of the partitions now and then (2 x 2^-8); with 32 that is 2 x 2^-32.
         ops = [code("GR", 12) for _ in range(32)]
-        events = [lot_tested_event(ops[i % 32]) for i in range(2000)]
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
-        await producer.start()
-        try:
-            futures = [
-                await producer.send(settings.topic_events, value=orjson.dumps(e), key=e["operator"].encode())
-                for e in events
-            ]
-            await asyncio.gather(*futures)
-        finally:
-            await producer.stop()
+        events = [harvested_event(ops[i % 32]) for i in range(2000)]
+        await produce(settings, as_api(settings, events))  # as the API produces them for a regulator
         ids = [e["event_id"] for e in events]
         await wait_for(lambda: asyncio.sleep(0, sum(w.applied for w in workers) >= 2000), timeout=30)
         assert await _count(db, ids) == 2000
@@ -161,6 +145,7 @@ def _spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
             "TRACE_TOPIC_DLQ": settings.topic_dlq,
             "TRACE_TOPIC_ALERTS": settings.topic_alerts,
             "TRACE_CONSUMER_GROUP": settings.consumer_group,
+            "TRACE_KEY_PEPPER": settings.key_pepper.get_secret_value(),  # the API's: its signing secret derives from it
             "TRACE_WORKER_SESSION_TIMEOUT_MS": "2000",
             "TRACE_WORKER_HEARTBEAT_INTERVAL_MS": "500",
             "TRACE_WORKER_MAX_RECORDS": "100",
@@ -172,18 +157,9 @@ def _spawn_worker(settings: Settings) -> subprocess.Popen[bytes]:
 
 async def test_worker_killed_mid_stream_applies_every_event_once(settings: Settings, db: asyncpg.Connection) -> None:
     ops = [code("KL", 12) for _ in range(4)]
-    events = [lot_tested_event(ops[i % 4]) for i in range(6000)]
+    events = [harvested_event(ops[i % 4]) for i in range(6000)]
     ids = [e["event_id"] for e in events]
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(settings.topic_events, value=orjson.dumps(e), key=e["operator"].encode())
-            for e in events
-        ]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+    await produce(settings, as_api(settings, events))  # as the API produces them for a regulator
 
     first = _spawn_worker(settings)
     try:

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # Intake.
     admin_token: SecretStr | None = None
     key_pepper: SecretStr = SecretStr("")
+    # Master of the secrets that sign Kafka messages (the API's mark, integrators' secrets; contract
+    # section 8). Unset: derived from key_pepper; with neither, the API refuses to start.
+    signing_secret: SecretStr = SecretStr("")
     body_limit_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     max_events_per_request: int = Field(default=1000, ge=1, le=10_000)
     max_requests_in_flight: int = Field(default=64, ge=1)
@@ -82,6 +85,9 @@ class Settings(BaseSettings):
     worker_fetch_max_wait_ms: int = Field(default=500, ge=1, le=5000)
     worker_session_timeout_ms: int = Field(default=10_000, ge=1000)
     worker_heartbeat_interval_ms: int = Field(default=3000, ge=100)
+    # An intake ledger row whose event is not applied this long after it was produced is produced again
+    # (the broker may have forgotten it); each later attempt waits twice as long, up to 10 minutes.
+    redeliver_after_seconds: float = Field(default=30.0, gt=0)
     # A worker's readiness on GET /readyz of this port (unset: no port). Not ready while Postgres or the broker
     # is away; the worker then waits and retries, it never exits on an outage.
     worker_health_port: int | None = Field(default=None, ge=0, le=65535)

@@ -1,4 +1,4 @@
-"""HTTP endpoints of operators and keys."""
+"""HTTP endpoints of operators, keys and integrators."""
 
 from __future__ import annotations
 
@@ -6,10 +6,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response, status
 
-from trace_service.access import service
+from trace_service.access import integrators, service
 from trace_service.access.http import CurrentPrincipal, CurrentSettings, UnitOfWork, forget_principals
 from trace_service.access.models import (
+    IntegratorIn,
+    IntegratorList,
+    IntegratorOut,
+    IntegratorPatch,
     KeyOut,
+    NewIntegratorOut,
     OperatorIn,
     OperatorKeyIn,
     OperatorOut,
@@ -18,8 +23,10 @@ from trace_service.access.models import (
 )
 
 router = APIRouter(prefix="/v1", tags=["operators and keys"])
+integrators_router = APIRouter(prefix="/v1", tags=["integrators"])
 
 Code = Annotated[str, Path(min_length=1, max_length=64)]
+KeyId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 @router.post("/operators", status_code=status.HTTP_201_CREATED, response_model=OperatorOut)
@@ -68,4 +75,40 @@ async def revoke_key(
 ) -> Response:
     await service.revoke_key(conn, principal, key_id)
     forget_principals(request)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# -- integrators: direct producers of the events topic (contract section 8) ----------------------------
+
+
+@integrators_router.post("/integrators", status_code=status.HTTP_201_CREATED, response_model=NewIntegratorOut)
+async def register_integrator(
+    body: IntegratorIn, principal: CurrentPrincipal, conn: UnitOfWork, settings: CurrentSettings
+) -> Any:
+    """Register a direct Kafka producer for these operators (and those under them); its secret is shown once."""
+    return await integrators.register(conn, principal, body, settings)
+
+
+@integrators_router.get("/integrators", response_model=IntegratorList)
+async def list_integrators(principal: CurrentPrincipal, conn: UnitOfWork) -> Any:
+    return await integrators.list_all(conn, principal)
+
+
+@integrators_router.get("/integrators/{key_id}", response_model=IntegratorOut)
+async def read_integrator(key_id: KeyId, principal: CurrentPrincipal, conn: UnitOfWork) -> Any:
+    return await integrators.read(conn, principal, key_id)
+
+
+@integrators_router.patch("/integrators/{key_id}", response_model=IntegratorOut)
+async def change_integrator(
+    key_id: KeyId, body: IntegratorPatch, principal: CurrentPrincipal, conn: UnitOfWork, settings: CurrentSettings
+) -> Any:
+    """Change its name or the operators it may report for; the worker applies the change from the next batch."""
+    return await integrators.change(conn, principal, key_id, body, settings)
+
+
+@integrators_router.delete("/integrators/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_integrator(key_id: KeyId, principal: CurrentPrincipal, conn: UnitOfWork) -> Response:
+    """Revoke it: its messages become dead letters (`unauthenticated`) from the next batch on."""
+    await integrators.revoke(conn, principal, key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

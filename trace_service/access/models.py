@@ -97,3 +97,43 @@ class KeyOut(BaseModel):
     operator: str | None
     name: str | None
     created_at: datetime
+
+
+OperatorCodes = Annotated[
+    list[Annotated[str, StringConstraints(min_length=1, max_length=64)]], Field(min_length=1, max_length=10_000)
+]
+
+
+class IntegratorIn(_Body):
+    name: Name
+    operators: Annotated[
+        OperatorCodes,
+        Field(description="Operators it may report for; the operators registered under them are included."),
+    ]
+
+
+class IntegratorPatch(_Body):
+    name: Name | None = None
+    operators: OperatorCodes | None = None
+
+
+class IntegratorOut(BaseModel):
+    key_id: str
+    name: str
+    operators: list[str]
+    status: Annotated[str, Field(description="active or revoked")]
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    revoked_at: datetime | None
+
+
+class NewIntegratorOut(IntegratorOut):
+    secret: str = Field(
+        description="The HMAC key of its signatures, used as ASCII bytes. Shown once; the service keeps only a "
+        "salt from which, with its master secret, it can recompute it."
+    )
+
+
+class IntegratorList(BaseModel):
+    items: list[IntegratorOut]

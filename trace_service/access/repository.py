@@ -1,17 +1,20 @@
-"""SQL for operators and keys."""
+"""SQL for operators, keys and integrators."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from trace_service.db.tables import ApiKey, Operator
+from trace_service.db.tables import ApiKey, Integrator, Operator
 
 operators = Operator.__table__  # type: ignore[attr-defined]
 api_keys = ApiKey.__table__  # type: ignore[attr-defined]
+integrators = Integrator.__table__  # type: ignore[attr-defined]
 
 
 async def get_operator(conn: AsyncConnection, code: str) -> dict[str, Any] | None:
@@ -87,3 +90,101 @@ async def revoke_key(conn: AsyncConnection, key_id: str) -> None:
         .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
         .values(revoked_at=sa.func.now())
     )
+
+
+# -- integrators -------------------------------------------------------------------------------------
+
+
+async def unregistered(conn: AsyncConnection, codes: Sequence[str]) -> list[str]:
+    """The codes among ``codes`` that name no registered operator, in the order given."""
+    rows = await conn.execute(
+        sa.text("SELECT code FROM operators WHERE code = ANY(CAST(:codes AS text[]))"), {"codes": list(codes)}
+    )
+    known = {r.code for r in rows}
+    return [c for c in codes if c not in known]
+
+
+async def insert_integrator(conn: AsyncConnection, values: dict[str, Any]) -> dict[str, Any]:
+    row = (await conn.execute(insert(integrators).values(**values).returning(integrators))).mappings().one()
+    return dict(row)
+
+
+async def get_integrator(conn: AsyncConnection, key_id: str) -> dict[str, Any] | None:
+    stmt = sa.select(integrators).where(integrators.c.key_id == key_id)
+    row = (await conn.execute(stmt)).mappings().first()
+    return dict(row) if row else None
+
+
+async def list_integrators(conn: AsyncConnection) -> list[dict[str, Any]]:
+    stmt = sa.select(integrators).order_by(integrators.c.created_at.desc(), integrators.c.key_id)
+    return [dict(r) for r in (await conn.execute(stmt)).mappings()]
+
+
+async def update_integrator(conn: AsyncConnection, key_id: str, values: dict[str, Any]) -> dict[str, Any] | None:
+    stmt = (
+        sa.update(integrators)
+        .where(integrators.c.key_id == key_id)
+        .values(**values, updated_at=sa.func.now())
+        .returning(integrators)
+    )
+    row = (await conn.execute(stmt)).mappings().first()
+    return dict(row) if row else None
+
+
+async def revoke_integrator(conn: AsyncConnection, key_id: str) -> None:
+    await conn.execute(
+        sa.update(integrators)
+        .where(integrators.c.key_id == key_id, integrators.c.revoked_at.is_(None))
+        .values(revoked_at=sa.func.now(), updated_at=sa.func.now())
+    )
+
+
+# What the worker needs to authenticate and authorize a batch, in one statement: the integrators named in
+# its headers, and each reported operator with every operator above it (its ancestry through `parent`) and
+# their statuses. An operator is in a sender's scope when one of the sender's roots is in its ancestry.
+# The depth cap guards against a cycle of parents, which registration cannot make.
+_SENDERS = sa.text(
+    """
+    WITH RECURSIVE up(named, code, parent, status, depth) AS (
+        SELECT o.code, o.code, o.parent, o.status, 0 FROM operators o WHERE o.code = ANY(CAST(:operators AS text[]))
+        UNION ALL
+        SELECT u.named, p.code, p.parent, p.status, u.depth + 1
+          FROM up u JOIN operators p ON p.code = u.parent
+         WHERE u.depth < 64
+    )
+    SELECT 'operator' AS kind, named AS id, code, status,
+           CAST(NULL AS bytea) AS salt, CAST(NULL AS text[]) AS operators, CAST(NULL AS timestamptz) AS revoked_at
+      FROM up
+    UNION ALL
+    SELECT 'integrator', key_id, NULL, NULL, salt, operators, revoked_at
+      FROM integrators WHERE key_id = ANY(CAST(:key_ids AS text[]))
+    """
+)
+
+
+@dataclass(frozen=True)
+class IntegratorAuth:
+    key_id: str
+    salt: bytes
+    operators: tuple[str, ...]
+    revoked: bool
+
+
+@dataclass
+class Senders:
+    integrators: dict[str, IntegratorAuth]
+    # reported operator -> {operator at or above it -> status}
+    ancestry: dict[str, dict[str, str]]
+
+
+async def senders(conn: AsyncConnection, key_ids: Sequence[str], reported: Sequence[str]) -> Senders:
+    found = Senders(integrators={}, ancestry={})
+    if not key_ids and not reported:
+        return found
+    rows = await conn.execute(_SENDERS, {"key_ids": sorted(set(key_ids)), "operators": sorted(set(reported))})
+    for r in rows:
+        if r.kind == "integrator":
+            found.integrators[r.id] = IntegratorAuth(r.id, bytes(r.salt), tuple(r.operators), r.revoked_at is not None)
+        else:
+            found.ancestry.setdefault(r.id, {})[r.code] = r.status
+    return found

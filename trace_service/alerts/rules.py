@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from trace_service.alerts.models import Finding, Severity
+from trace_service.chain.ownership import Refusal
 from trace_service.settings import RuleSettings
 
 LOCAL = ZoneInfo("Asia/Shanghai")
@@ -592,3 +593,26 @@ def conflicting_duplicates(dups: list[tuple[uuid.UUID, str | None, str, int, int
         )
         for event_id, operator, topic, partition, offset in dups
     ]  # fmt: skip
+
+
+def not_holder(event: Any, refusal: Refusal) -> Finding:
+    """An operator's event about a lot another operator holds, or creating a code another holds (section 7)."""
+    sender: str = event.operator
+    et: str = event.event_type
+    if refusal.code == "lot_taken":
+        zh = f"{sender} 试图以 {et} 创建批次 {refusal.lot}，但该批次码属于 {refusal.holder}，事件已拒收"
+        en = (
+            f"{sender} tried to create lot {refusal.lot} ({et}), a code held by {refusal.holder}; the event was refused"
+        )
+    else:
+        zh = f"{sender} 试图以 {et} 更改 {refusal.holder} 持有的批次 {refusal.lot}，事件已拒收"
+        en = f"{sender} tried to change lot {refusal.lot} held by {refusal.holder} ({et}); the event was refused"
+    return Finding(
+        "not_holder", "lot", refusal.lot, W, zh, en,
+        operator=sender,
+        evidence={
+            "operator": sender, "holder": refusal.holder, "event_type": et, "field": refusal.field,
+            "reason": refusal.code, "event_id": str(event.event_id),
+        },
+        event_ids=(event.event_id,),
+    )  # fmt: skip

@@ -9,6 +9,7 @@ import structlog
 from fastapi import FastAPI
 
 from trace_service import __version__
+from trace_service.access.endpoints import integrators_router
 from trace_service.access.endpoints import router as access_router
 from trace_service.access.http import PrincipalCache
 from trace_service.alerts.endpoints import router as alerts_router
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health_router)
     app.include_router(ingest_router)
     app.include_router(access_router)
+    app.include_router(integrators_router)
     app.include_router(chain_router)
     app.include_router(alerts_router)
     app.include_router(market_router)

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from trace_service.chain import ownership
 from trace_service.chain.projection import Creation, Plan
 
 # -- applying a plan ---------------------------------------------------------------------------------
@@ -73,10 +74,23 @@ WHERE l.id = c.id
 _LOTS_BY_CODE = "SELECT id, code FROM lots WHERE code = ANY($1::text[])"
 
 _EDGES = """
-INSERT INTO edges (parent_id, child_id, event_id, kg, head, kind, voucher_key)
-SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::numeric[], $5::int[], $6::text[], $7::text[])
+INSERT INTO edges (parent_id, child_id, event_id, kg, head, kind, voucher_key, pending)
+SELECT e.*, e.kind = 'trade'
+FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::numeric[], $5::int[], $6::text[], $7::text[])
+     AS e(parent_id, child_id, event_id, kg, head, kind, voucher_key)
 ORDER BY 1, 2, 3
 ON CONFLICT DO NOTHING
+"""
+
+# A buyer's link to the seller's lot is confirmed once the seller's shipment on that voucher lists the lot
+# for this buyer, whichever side arrives second. Returns the lots on both ends (their figures may change).
+_CONFIRM_LINKS = """
+UPDATE edges e SET pending = false
+FROM shipment_lines s, shipments sh, lots c
+WHERE e.pending AND e.kind = 'trade' AND e.voucher_key = ANY($1::text[])
+  AND s.voucher_key = e.voucher_key AND s.lot_id = e.parent_id
+  AND sh.event_id = s.event_id AND c.id = e.child_id AND sh.buyer = c.holder
+RETURNING e.parent_id, e.child_id
 """
 
 _FACTS = """
@@ -224,10 +238,10 @@ calc AS (
            l.head_created AS head_in,
            COALESCE(eo.kg_sold, 0) AS kg_sold,
            -- a sale leaves with the consumer at once: nothing of it is on hand anywhere. What left on a
-           -- voucher: the seller's shipped weight, or the buyer's received weight while the seller has not
-           -- reported a shipment line on that voucher.
+           -- voucher is what the seller shipped: a buyer's receipt never moves quantity out of the seller's
+           -- lot (contract section 7).
            CASE WHEN l.kind = 'sale' THEN l.kg_created ELSE 0 END
-             + COALESCE(eo.kg_sold, 0) + COALESCE(sh.kg, 0) + COALESCE(eo.kg_received_unshipped, 0)
+             + COALESCE(eo.kg_sold, 0) + COALESCE(sh.kg, 0)
              + COALESCE(f.kg_disposed, 0)
              + CASE WHEN COALESCE(f.head_slaughtered, 0) > 0 AND l.head_created > 0
                     THEN round(l.kg_created * LEAST(1, f.head_slaughtered::numeric / l.head_created), 3)
@@ -244,10 +258,7 @@ calc AS (
     FROM t JOIN lots l ON l.id = t.id
     LEFT JOIN LATERAL (
         SELECT sum(e.kg) FILTER (WHERE e.kind = 'sale') AS kg_sold,
-               sum(e.head) FILTER (WHERE e.kind = 'intake') AS head_intake,
-               sum(CASE WHEN e.kind = 'trade' AND NOT EXISTS (
-                        SELECT 1 FROM shipment_lines s WHERE s.lot_id = l.id AND s.voucher_key = e.voucher_key)
-                   THEN e.kg END) AS kg_received_unshipped
+               sum(e.head) FILTER (WHERE e.kind = 'intake') AS head_intake
         FROM edges e WHERE e.parent_id = l.id
     ) eo ON true
     LEFT JOIN LATERAL (
@@ -485,6 +496,13 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
         await conn.exec_driver_sql(
             _EAR_TAGS, ([x.tag for x in et], [x.event_id for x in et], [ids[x.lot] for x in et], [x.role for x in et])
         )
+    vouchers = sorted(
+        {x.voucher_key for x in plan.edges if x.voucher_key} | {x.voucher_key for x in plan.shipment_lines}
+    )
+    if vouchers:
+        confirmed = await conn.exec_driver_sql(_CONFIRM_LINKS, (vouchers,))
+        for r in _rows(confirmed):
+            touched.update((r[0], r[1]))
     if numbers:
         linked = await conn.exec_driver_sql(_LINK_CLAIMS, (sorted(numbers),))
         for r in _rows(linked):
@@ -538,7 +556,8 @@ _WALK = {
         WITH RECURSIVE walk(id, depth) AS (
             SELECT $1::bigint, 0
             UNION
-            SELECT e.parent_id, w.depth + 1 FROM walk w JOIN edges e ON e.child_id = w.id WHERE w.depth < $2
+            SELECT e.parent_id, w.depth + 1 FROM walk w JOIN edges e ON e.child_id = w.id
+            WHERE w.depth < $2 AND NOT e.pending
         )
         SELECT id, min(depth) AS depth FROM walk GROUP BY id
     """,
@@ -583,7 +602,8 @@ _HELD_IN_SCOPE = """
 WITH RECURSIVE walk(id, depth) AS (
     SELECT $1::bigint, 0
     UNION
-    SELECT e.child_id, w.depth + 1 FROM walk w JOIN edges e ON e.parent_id = w.id WHERE w.depth < $2
+    SELECT e.child_id, w.depth + 1 FROM walk w JOIN edges e ON e.parent_id = w.id
+    WHERE w.depth < $2 AND NOT e.pending
 )
 SELECT EXISTS (SELECT 1 FROM walk JOIN lots l ON l.id = walk.id WHERE l.holder = ANY($3::text[]))
 """
@@ -647,12 +667,14 @@ WITH RECURSIVE
 up(id, depth) AS (
     SELECT l.id, 0 FROM lots l WHERE l.code = $1::text AND $3::text IN ('up', 'both')
     UNION
-    SELECT e.parent_id, u.depth + 1 FROM up u JOIN edges e ON e.child_id = u.id WHERE u.depth < $2
+    SELECT e.parent_id, u.depth + 1 FROM up u JOIN edges e ON e.child_id = u.id
+    WHERE u.depth < $2 AND NOT (e.pending AND $4::bool)
 ),
 down(id, depth) AS (
     SELECT l.id, 0 FROM lots l WHERE l.code = $1::text AND $3::text IN ('down', 'both')
     UNION
-    SELECT e.child_id, d.depth + 1 FROM down d JOIN edges e ON e.parent_id = d.id WHERE d.depth < $2
+    SELECT e.child_id, d.depth + 1 FROM down d JOIN edges e ON e.parent_id = d.id
+    WHERE d.depth < $2 AND NOT (e.pending AND $4::bool)
 ),
 found AS (SELECT id, min(depth) AS depth FROM (SELECT * FROM up UNION ALL SELECT * FROM down) x GROUP BY id)
 """
@@ -676,12 +698,13 @@ lot_rows AS (
 edge_rows AS (
     SELECT e.event_id,
            json_build_object('from', p.code, 'to', c.code, 'kg', e.kg, 'head', e.head, 'kind', e.kind,
-                             'event_id', e.event_id) AS j
+                             'event_id', e.event_id, 'pending', e.pending) AS j
     FROM edges e
     JOIN found a ON a.id = e.parent_id
     JOIN found b ON b.id = e.child_id
     JOIN lots p ON p.id = e.parent_id
     JOIN lots c ON c.id = e.child_id
+    WHERE NOT (e.pending AND $4::bool)
 ),
 event_rows AS (
     SELECT ev.occurred_at, ev.event_id,
@@ -735,12 +758,79 @@ WHERE EXISTS (SELECT 1 FROM found)
 )
 
 
-async def trace_json(conn: AsyncConnection, code: str, direction: str, max_depth: int) -> str | None:
-    """The lineage of a lot code as JSON text; None when no such lot exists."""
-    row = (await conn.exec_driver_sql(TRACE_JSON, (code, max_depth, direction))).first()
+async def trace_json(
+    conn: AsyncConnection, code: str, direction: str, max_depth: int, *, confirmed_only: bool = False
+) -> str | None:
+    """The lineage of a lot code as JSON text; None when no such lot exists.
+
+    ``confirmed_only`` leaves out pending trade links (an operator's view: a buyer's claim on a seller's lot
+    grants nothing until the seller's shipment confirms it); regulators see them, marked ``pending``.
+    """
+    row = (await conn.exec_driver_sql(TRACE_JSON, (code, max_depth, direction, confirmed_only))).first()
     return str(row[0]) if row else None
 
 
 async def recall_json(conn: AsyncConnection, code: str, max_depth: int) -> str | None:
-    row = (await conn.exec_driver_sql(RECALL_JSON, (code, max_depth, "down"))).first()
+    # A recall reaches buyers whose links are still pending too: they say they hold the food.
+    row = (await conn.exec_driver_sql(RECALL_JSON, (code, max_depth, "down", False))).first()
     return str(row[0]) if row else None
+
+
+# -- holders (contract section 7) -------------------------------------------------------------------------
+
+_HOLDERS = "SELECT code, holder FROM lots WHERE code = ANY($1::text[]) AND created_by_event IS NOT NULL"
+
+# The operator each issued code belongs to: the block of its issuer's day that holds its serial.
+_ISSUED_OWNERS = """
+SELECT c.code, b.operator
+FROM unnest($1::text[], $2::int[], $3::date[], $4::int[]) AS c(code, seq, day, serial)
+JOIN LATERAL (
+    SELECT operator, first_serial, count FROM code_blocks
+    WHERE seq = c.seq AND day = c.day AND first_serial <= c.serial
+    ORDER BY first_serial DESC LIMIT 1
+) b ON c.serial < b.first_serial + b.count
+"""
+
+
+async def holders(conn: AsyncConnection, codes: Iterable[str]) -> dict[str, str]:
+    """The holder of each of these codes that has one: the creator of a created lot, else the operator an
+    issued code was issued to."""
+    wanted = sorted(set(codes))
+    if not wanted:
+        return {}
+    found: dict[str, str] = {}
+    issued = [(c, p) for c in wanted if (p := ownership.issued_parts(c)) is not None]
+    if issued:
+        rows = await conn.exec_driver_sql(
+            _ISSUED_OWNERS,
+            ([c for c, _ in issued], [p[0] for _, p in issued], [p[1] for _, p in issued], [p[2] for _, p in issued]),
+        )
+        found.update((r[0], r[1]) for r in _rows(rows))
+    rows = await conn.exec_driver_sql(_HOLDERS, (wanted,))
+    found.update((r[0], r[1]) for r in _rows(rows) if r[1] is not None)
+    return found
+
+
+# Each operator with itself and the operators it is registered under, nearest first.
+_ANCESTORS = """
+WITH RECURSIVE up(named, code, parent, depth) AS (
+    SELECT o.code, o.code, o.parent, 0 FROM operators o WHERE o.code = ANY($1::text[])
+    UNION ALL
+    SELECT u.named, p.code, p.parent, u.depth + 1 FROM up u JOIN operators p ON p.code = u.parent WHERE u.depth < 64
+)
+SELECT named, array_agg(code ORDER BY depth) FROM up GROUP BY named
+"""
+
+
+async def ancestors(conn: AsyncConnection, operators: Iterable[str]) -> dict[str, list[str]]:
+    wanted = sorted(set(operators))
+    if not wanted:
+        return {}
+    return {r[0]: list(r[1]) for r in _rows(await conn.exec_driver_sql(_ANCESTORS, (wanted,)))}
+
+
+async def ensure_lots(conn: AsyncConnection, codes: Iterable[str]) -> None:
+    """Make sure these codes exist (as unresolved lots when nothing created them yet)."""
+    wanted = sorted(set(codes))
+    if wanted:
+        await conn.exec_driver_sql(_ENSURE_LOTS, (wanted,))

@@ -84,7 +84,8 @@ class ChainService:
         if scope is None or row["holder"] in scope:
             return
         if not await repo.feeds_scope(self.conn, root, scope, MAX_DEPTH):
-            raise Forbidden("this lot is neither yours nor upstream of yours")
+            # The same answer as for an unknown code: an operator learns nothing of other operators' lots.
+            raise NotFound(f"no lot or sale {row['code']}")
 
     async def lot(self, principal: Principal, code: str) -> dict[str, Any]:
         root = await self._root(code)
@@ -113,8 +114,11 @@ class ChainService:
             scope = await self._scope(principal)
             [row] = await repo.load_lots(self.conn, [root])
             if scope is not None and row["holder"] not in scope:
-                raise Forbidden("operators may trace up from their own lots only")
-        body = await repo.trace_json(self.conn, code, direction, max_depth)
+                raise NotFound(f"no lot or sale {code}")
+        # Operators walk confirmed links only: a pending link grants no right to read upstream.
+        body = await repo.trace_json(
+            self.conn, code, direction, max_depth, confirmed_only=principal.role == Role.OPERATOR
+        )
         if body is None:
             raise NotFound(f"no lot or sale {code}")
         return body

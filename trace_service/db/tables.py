@@ -86,7 +86,7 @@ class Intake(SQLModel, table=True):
     it. The worker deletes the row in the transaction that applies its event and re-produces rows that
     wait too long (``worker/redeliver.py``). It also serves ``status: accepted`` and the API's conflict
     check for events in flight. Rows from before migration 0009 carry no message (hence the nullable
-    columns); the redeliverer skips them.
+    columns), nor do rows whose message became a dead letter: the redeliverer skips both.
     """
 
     __tablename__ = "intake"
@@ -100,8 +100,33 @@ class Intake(SQLModel, table=True):
     value: bytes | None = Field(default=None, sa_column=sa.Column(BYTEA, nullable=True))
     # The headers as produced, in order: [[name, base64 of the value], ...]; they carry the API's signature.
     headers: list[Any] | None = Field(default=None, sa_column=sa.Column(JSONB, nullable=True))
-    produced_at: datetime = _ts(index=True)
+    produced_at: datetime = _ts()
     attempts: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="1"))
+
+    # The redeliverer's scan: only rows that still hold a message (rejected rows drop theirs).
+    __table_args__ = (sa.Index("ix_intake_due", "produced_at", postgresql_where=sa.text("value IS NOT NULL")),)
+
+
+class ParkedEvent(SQLModel, table=True):
+    """An event about a lot whose holder is not known yet, kept byte for byte until the lot is created."""
+
+    __tablename__ = "parked_events"
+    __table_args__ = (
+        sa.Index("ix_parked_events_event", "event_id"),
+        sa.Index("ix_parked_events_waits", "waits_for", postgresql_using="gin"),
+        sa.Index("ix_parked_events_parked_at", "parked_at"),
+    )
+
+    topic: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    kafka_partition: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True))
+    kafka_offset: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True))
+    event_id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), nullable=False))
+    operator: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    kafka_key: bytes | None = Field(default=None, sa_column=sa.Column(BYTEA, nullable=True))
+    raw: bytes = Field(sa_column=sa.Column(BYTEA, nullable=False))
+    headers: list[Any] = Field(sa_column=sa.Column(JSONB, nullable=False, server_default="[]"))
+    waits_for: list[str] = Field(sa_column=sa.Column(sa.ARRAY(sa.Text), nullable=False))
+    parked_at: datetime = _ts()
 
 
 class DeadLetter(SQLModel, table=True):
@@ -178,12 +203,16 @@ class Edge(SQLModel, table=True):
     # intake (pigs into a slaughter batch), transform (batch into carcasses), trade, sale
     kind: str = Field(sa_column=sa.Column(sa.Text, nullable=False, server_default="trade"))
     voucher_key: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    # A buyer's link to the seller's lot, until the seller's shipment on that voucher lists the lot for this
+    # buyer (contract section 7): it counts for the buyer's lot only and grants no right to read upstream.
+    pending: bool = Field(default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()))
 
     # The primary key serves the forward walk; this one serves the backward walk without a heap visit.
     # Trade edges by voucher serve the voucher checks.
     __table_args__ = (
         sa.Index("ix_edges_child_parent", "child_id", "parent_id"),
         sa.Index("ix_edges_voucher", "voucher_key", postgresql_where=sa.text("voucher_key IS NOT NULL")),
+        sa.Index("ix_edges_pending", "voucher_key", postgresql_where=sa.text("pending")),
     )
 
 
@@ -486,6 +515,25 @@ class MarketSweep(SQLModel, table=True):
     day: date = Field(sa_column=sa.Column(sa.Date, primary_key=True))
     through_hour: int = Field(sa_column=sa.Column(sa.SmallInteger, primary_key=True))
     swept_at: datetime = _ts()
+
+
+class Integrator(SQLModel, table=True):
+    """A direct producer to the events topic (contract section 8) and the operators it may report for.
+
+    Its secret is not stored: it is HMAC(signing master, key_id + salt), recomputed by the worker to check
+    signatures (access/keys.py explains why). ``operators`` are codes of registered operators.
+    """
+
+    __tablename__ = "integrators"
+
+    key_id: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    name: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    salt: bytes = Field(sa_column=sa.Column(BYTEA, nullable=False))
+    operators: list[str] = Field(sa_column=sa.Column(sa.ARRAY(sa.Text), nullable=False))
+    created_by: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    revoked_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
 
 
 metadata = SQLModel.metadata

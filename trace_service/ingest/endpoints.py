@@ -11,6 +11,12 @@ from fastapi import APIRouter, Query, Request, Response
 from trace_service.access.http import CurrentPrincipal
 from trace_service.ingest.service import IntakeService
 
+# The reasons a message becomes a dead letter (docs/api.md).
+DEAD_LETTER_CODES = (
+    "^(malformed_json|invalid_event|conflicting_duplicate|unapplicable|not_holder|lot_taken|lot_unknown"
+    "|unauthenticated|forbidden)$"
+)
+
 router = APIRouter(prefix="/v1", tags=["events"])
 
 
@@ -73,7 +79,12 @@ async def dead_letters(
     request: Request,
     principal: CurrentPrincipal,
     cursor: Annotated[str | None, Query(max_length=20, description="next_cursor of the previous page")] = None,
-    error_code: Annotated[str | None, Query(pattern="^(malformed_json|invalid_event|conflicting_duplicate)$")] = None,
+    error_code: Annotated[
+        str | None,
+        Query(
+            pattern="^(malformed_json|invalid_event|conflicting_duplicate|unapplicable|not_holder|lot_taken|lot_unknown|unauthenticated|forbidden)$"
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Any:
     """Messages of the events topic that could not be applied, newest first (regulators)."""

@@ -9,21 +9,24 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from trace_service.access import keys
+from trace_service.access.integrators import require_master
 from trace_service.access.models import Principal
+from trace_service.contract import signing
 from trace_service.errors import DependencyDown
 from trace_service.kafka import producer_options
 from trace_service.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-# Tells the worker the event came through the API (recorded as the event's `source`).
-_HEADERS = [("trace-source", b"api")]
-
 Headers = list[tuple[str, bytes]]
 
 
 class EventPublisher:
     def __init__(self, settings: Settings) -> None:
+        # No secret, no API: an unsigned (or guessable) mark would let any producer report as any operator,
+        # so the API refuses to start (SigningNotConfigured) rather than produce what the worker refuses.
+        self._api_secret = keys.api_signing_secret(require_master(settings))
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
@@ -50,8 +53,20 @@ class EventPublisher:
         )
 
     def headers_for(self, principal: Principal, key: bytes, value: bytes) -> Headers:
-        """The headers the API puts on a message it produces for ``principal`` (its mark, contract section 8)."""
-        return list(_HEADERS)
+        """The API's mark on a message it produces for ``principal`` (contract section 8).
+
+        Signed with the API's secret under the reserved key id ``api``, naming the actor the API
+        authenticated: ``staff`` for a regulator or admin key, else the key's operator. The worker
+        authorizes the event for that actor, and records ``source = api`` only for a valid mark;
+        ``trace-source`` stays for readers of the topic and proves nothing.
+        """
+        actor = signing.STAFF_ACTOR if principal.is_staff else principal.operator
+        if actor is None:  # pragma: no cover - an operator key always has an operator
+            raise ValueError("an operator key without an operator")
+        return [
+            (signing.SOURCE_HEADER, b"api"),
+            *signing.sign_headers(signing.API_KEY_ID, self._api_secret, key, value, actor=actor),
+        ]
 
     async def publish(self, topic: str, messages: Sequence[tuple[bytes, bytes, Headers]]) -> None:
         """Produce (key, value, headers) and return once the broker acknowledged every one (acks=all).

@@ -52,6 +52,9 @@ _STATUS = sa.text(
         UNION ALL
         SELECT event_id, 'accepted', 3, operator, NULL, NULL
           FROM intake WHERE event_id = ANY(CAST(:ids AS uuid[]))
+        UNION ALL
+        SELECT event_id, 'accepted', 3, operator, NULL, NULL
+          FROM parked_events WHERE event_id = ANY(CAST(:ids AS uuid[]))
     ) s
     ORDER BY event_id, rank
     """
@@ -132,3 +135,88 @@ async def dead_letters(
 ) -> list[dict[str, Any]]:
     rows = await conn.execute(_DEAD_LETTERS, {"before": before, "code": code, "limit": limit})
     return [dict(r._mapping) for r in rows]
+
+
+# -- the redeliverer's side of the ledger (run by the worker, worker/redeliver.py) -------------------------
+
+# A row whose message became a dead letter will never be applied: it drops its message (and leaves the
+# redeliverer's index) but keeps its fingerprint, so its status still reads from the dead letter and the
+# same id with other content is still a conflict.
+_RETIRE_REJECTED = sa.text(
+    """
+    UPDATE intake i SET value = NULL, headers = NULL
+    FROM dead_letters d
+    WHERE i.value IS NOT NULL
+      AND i.produced_at < now() - make_interval(secs => CAST(:after AS double precision))
+      AND d.event_id = i.event_id AND d.raw = i.value
+    """
+)
+
+# Rows not applied long after they were produced, each waiting after * 2^(attempts-1) s (capped) since
+# its last production. Claimed by moving produced_at in the same statement: SKIP LOCKED keeps two workers
+# off the same rows, and the moved time keeps the next pass off them. An event held back by the worker
+# (parked until its lot has a holder) is in the database, not lost.
+_CLAIM_DUE = sa.text(
+    """
+    UPDATE intake i
+    SET produced_at = now(), attempts = i.attempts + 1
+    FROM (
+        SELECT c.event_id
+        FROM intake c
+        WHERE c.value IS NOT NULL
+          AND c.produced_at < now() - make_interval(secs => CAST(:after AS double precision))
+          AND c.produced_at < now() - make_interval(
+                secs => least(CAST(:after AS double precision) * power(2, least(c.attempts - 1, 20)),
+                              CAST(:cap AS double precision)))
+          AND NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = c.event_id)
+          AND NOT EXISTS (SELECT 1 FROM parked_events p WHERE p.event_id = c.event_id)
+        ORDER BY c.produced_at
+        LIMIT :limit
+        FOR UPDATE OF c SKIP LOCKED
+    ) due
+    WHERE i.event_id = due.event_id
+    RETURNING i.event_id, i.topic, i.kafka_key, i.value, i.headers
+    """
+)
+
+# Accepted and neither applied nor rejected: what a stopping `dev` waits for.
+_PENDING = sa.text(
+    """
+    SELECT count(*) FROM intake i
+    WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = i.event_id)
+      AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.event_id = i.event_id)
+    """
+)
+
+
+@dataclass(frozen=True)
+class Redelivery:
+    event_id: uuid.UUID
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+async def retire_rejected(conn: AsyncConnection, *, after_seconds: float) -> int:
+    result = await conn.execute(_RETIRE_REJECTED, {"after": after_seconds})
+    return int(result.rowcount or 0)
+
+
+async def claim_due(conn: AsyncConnection, *, after_seconds: float, cap_seconds: float, limit: int) -> list[Redelivery]:
+    """Claim up to ``limit`` rows due for another production (their attempt counted now)."""
+    rows = await conn.execute(_CLAIM_DUE, {"after": after_seconds, "cap": cap_seconds, "limit": limit})
+    return [
+        Redelivery(
+            r.event_id,
+            r.topic,
+            bytes(r.kafka_key) if r.kafka_key is not None else None,
+            bytes(r.value),
+            decode_headers(r.headers or []),
+        )
+        for r in rows
+    ]
+
+
+async def pending_count(conn: AsyncConnection) -> int:
+    return int((await conn.execute(_PENDING)).scalar_one())

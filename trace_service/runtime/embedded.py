@@ -10,7 +10,7 @@ until a function needs it.
 * :class:`EmbeddedPostgres` runs a PostgreSQL server on a Unix socket over a data directory that is
   kept between runs. The server is a daemon (``pg_ctl``): it survives a crashed parent, and the next
   :meth:`EmbeddedPostgres.start` on the same directory adopts it. :meth:`EmbeddedPostgres.stop` (or
-  interpreter exit) stops it.
+  interpreter exit) stops it; :meth:`EmbeddedPostgres.revive` starts it again after it died.
 
 The module is synchronous; call it from a thread (``asyncio.to_thread``) inside an event loop.
 """
@@ -421,8 +421,13 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by another user
-        return True
-    return True
+        pass
+    # A killed daemon stays a zombie until init reaps it (seconds, in some containers): it is not running.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): os.kill said it exists
+    return state not in ("Z", "X")
 
 
 def _untraversable_parent(data_dir: Path) -> Path | None:
@@ -580,6 +585,32 @@ class EmbeddedPostgres:
         """True while the postmaster process exists and this handle has not been stopped."""
         return not self._stopped and _pid_alive(self._pid)
 
+    def _forget(self) -> None:
+        """Drop pgserver's bookkeeping (its handle list and per-process instance cache) so that a later
+        start() on the same directory builds a fresh handle instead of reusing this stale one."""
+        self._stopped = True
+        atexit.unregister(self.stop)
+        from pgserver.postgres_server import PostgresServer
+
+        server = self._server
+        with contextlib.suppress(Exception):
+            server.cleanup()  # with cleanup_mode=None this only updates bookkeeping
+        atexit.unregister(server._cleanup)
+        PostgresServer._instances.pop(self._data_dir, None)
+
+    def revive(self) -> EmbeddedPostgres:
+        """A handle on a running server over the same directory, after this one's server died.
+
+        Starts the server again (crash recovery replays its WAL), or adopts one that another process
+        started meanwhile. Raises :class:`EmbeddedError` while the old postmaster is not gone yet (its
+        zombie or its last backends still hold the data directory): call again a little later.
+        """
+        if _pid_alive(self._pid):
+            raise EmbeddedError(f"the PostgreSQL server {self._pid} over {self._data_dir} is still running")
+        # Also drops a handle a failed earlier attempt left in pgserver's cache.
+        self._forget()
+        return EmbeddedPostgres.start(self._data_dir, self._database)
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server (fast shutdown), keeping the data. Idempotent.
 
@@ -587,17 +618,8 @@ class EmbeddedPostgres:
         """
         if self._stopped:
             return
-        self._stopped = True
-        atexit.unregister(self.stop)
-        from pgserver.postgres_server import PostgresServer
-
         server = self._server
-        # Drop pgserver's bookkeeping (its handle list and per-process instance cache) so that a later
-        # start() on the same directory builds a fresh handle instead of reusing this stale one.
-        with contextlib.suppress(Exception):
-            server.cleanup()  # with cleanup_mode=None this only updates bookkeeping
-        atexit.unregister(server._cleanup)
-        PostgresServer._instances.pop(self._data_dir, None)
+        self._forget()
         if not (self._data_dir / "postmaster.pid").exists() or not _pid_alive(self._pid):
             return
         argv = [str(self._bin("pg_ctl")), "-D", str(self._data_dir), "-w", "-t", str(max(1, round(timeout)))]

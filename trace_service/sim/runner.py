@@ -8,12 +8,15 @@ window of simulated time at a time; inside a window each reporter's events are p
 requests at once. ``rate`` caps the events per second; 503 and 429 answers are retried after their
 ``Retry-After``.
 
-Straight to Kafka (``via="kafka"``): every event is produced to the events topic keyed by its operator,
-as a third-party producer would; the operators are registered through the API first when a URL and an
-admin key are given.
+Straight to Kafka (``via="kafka"``): every event is produced to the events topic keyed by its operator and
+signed, as a registered integrator does (contract section 8). With a URL and an admin key the operators
+are registered and an integrator for them is registered through the API first; otherwise the integrator's
+key id and secret must be given. ``regulator.*`` events are not an integrator's to send: they are posted
+through the API with the admin key.
 
-The copies for ``conflicting_duplicate`` go straight to Kafka when a bootstrap is known; over HTTP they
-are refused with 409 and raise nothing, and their truth entries are marked not detectable.
+The copies for ``conflicting_duplicate`` go straight to Kafka when a bootstrap is known, signed by an
+integrator registered for their operators; over HTTP they are refused with 409 and raise nothing, and their
+truth entries are marked not detectable.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from trace_service.contract import signing
 from trace_service.sim.events import Simulation
 
 ADMIN = ""  # the poster of regulator events: the admin key
@@ -219,6 +223,26 @@ def issue_keys(api: Api, admin: str, sim: Simulation, pool: ThreadPoolExecutor, 
     return keys
 
 
+@dataclass(frozen=True)
+class Integrator:
+    """A direct producer's credentials: its key id and the secret its signatures are made with."""
+
+    key_id: str
+    secret: str
+
+    def headers(self, key: bytes, value: bytes) -> list[tuple[str, bytes]]:
+        return signing.sign_headers(self.key_id, self.secret, key, value)
+
+
+def register_integrator(api: Api, admin: str, operators: list[str], name: str = "simulator") -> Integrator:
+    """Register an integrator for ``operators`` (admin key); its secret is in the answer, once."""
+    body = orjson.dumps({"name": name, "operators": sorted(set(operators))})
+    status, detail, _ = api.call(admin, "POST", "/v1/integrators", body)
+    if status != 201 or not isinstance(detail, dict):
+        raise RunError(f"registering an integrator: HTTP {status} {str(detail)[:300]}")
+    return Integrator(str(detail["key_id"]), str(detail["secret"]))
+
+
 def windows(events: list[dict[str, Any]], size: int, span: timedelta = MAX_WINDOW) -> Iterator[list[dict[str, Any]]]:
     """Consecutive slices of the time-ordered events: ``size`` events, or fewer when they cover ``span``.
 
@@ -309,7 +333,11 @@ def run_api(
         summary.elapsed_s = time.monotonic() - started
         if sim.conflicts:
             if bootstrap:
-                summary.conflicts_sent = asyncio.run(_produce(bootstrap, topic, sim.conflicts, None, None))
+                # A second system reporting for the same operators: a direct producer, so it signs.
+                producer = register_integrator(
+                    api, admin, [poster_of[c["operator"]] for c in sim.conflicts], "simulator: conflicting copies"
+                )
+                summary.conflicts_sent = asyncio.run(_produce(bootstrap, topic, sim.conflicts, None, None, producer))
                 summary.conflicts_via = "kafka"
             else:
                 for copy in sim.conflicts:
@@ -327,6 +355,7 @@ async def _produce(
     events: list[dict[str, Any]],
     rate: float | None,
     progress: Progress | None,
+    integrator: Integrator,
 ) -> int:
     from aiokafka import AIOKafkaProducer
 
@@ -346,7 +375,8 @@ async def _produce(
                 pause = start + i / rate - time.monotonic()
                 if pause > 0:
                     await asyncio.sleep(pause)
-            pending.append(await producer.send(topic, value=orjson.dumps(e), key=e["operator"].encode()))
+            key, value = e["operator"].encode(), orjson.dumps(e)
+            pending.append(await producer.send(topic, value=value, key=key, headers=integrator.headers(key, value)))
             if len(pending) >= 1000:
                 await asyncio.gather(*pending)
                 if progress:
@@ -368,21 +398,50 @@ def run_kafka(
     rate: float | None = None,
     url: str | None = None,
     admin: str | None = None,
+    integrator: Integrator | None = None,
     concurrency: int = 4,
     out: TextIO | None = sys.stderr,
 ) -> Summary:
-    """Produce every event straight to the events topic (and register the operators first if possible)."""
+    """Produce every event straight to the events topic, signed by ``integrator``.
+
+    With a URL and an admin key the operators are registered first, and, unless ``integrator`` is given,
+    an integrator for every operator without a parent (their tenants are in its scope) is registered too.
+    ``regulator.*`` events go through the API with the admin key, or are counted as errors without one.
+    """
     summary = Summary("kafka", events=len(sim.events))
     started = time.monotonic()
-    if url and admin:
+    api = Api(url) if url else None
+    if api is not None and admin:
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            register(Api(url), admin, sim, pool, summary)
-    progress = Progress(len(sim.events), "producing", out)
-    summary.accepted = asyncio.run(_produce(bootstrap, topic, sim.events, rate, progress))
+            register(api, admin, sim, pool, summary)
+        if integrator is None:
+            integrator = register_integrator(api, admin, [op.code for op in sim.city.operators if not op.parent])
+    if integrator is None:
+        raise RunError(
+            "producing straight to Kafka needs an integrator: pass --integrator-key-id and --integrator-secret, "
+            "or an admin key (--token) and --url to register one"
+        )
+    staff_only = [e for e in sim.events if e["event_type"].startswith("regulator.")]
+    produced = [e for e in sim.events if not e["event_type"].startswith("regulator.")]
+    progress = Progress(len(produced), "producing", out)
+    summary.accepted = asyncio.run(_produce(bootstrap, topic, produced, rate, progress, integrator))
     progress.close()
+    if staff_only and api is not None and admin:
+        status, detail, _ = api.call(admin, "POST", "/v1/events", orjson.dumps(staff_only))
+        summary.requests += 1
+        if status in (200, 202):
+            summary.accepted += len(staff_only)
+        else:
+            summary.errors += len(staff_only)
+            summary.first_errors.append(f"regulator events: HTTP {status}: {str(detail)[:300]}")
+    elif staff_only:
+        summary.errors += len(staff_only)
+        summary.first_errors.append(
+            f"{len(staff_only)} regulator.* events not sent: only the API may send them (pass --token and --url)"
+        )
     summary.elapsed_s = time.monotonic() - started
     if sim.conflicts:
-        summary.conflicts_sent = asyncio.run(_produce(bootstrap, topic, sim.conflicts, None, None))
+        summary.conflicts_sent = asyncio.run(_produce(bootstrap, topic, sim.conflicts, None, None, integrator))
         summary.conflicts_via = "kafka"
     return summary
 

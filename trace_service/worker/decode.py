@@ -13,8 +13,6 @@ from pydantic import BaseModel, ValidationError
 
 from trace_service.contract.events import Catalogue, canonical_bytes, describe_errors, fingerprint
 
-SOURCE_HEADER = "trace-source"
-
 
 @dataclass(frozen=True)
 class Position:
@@ -118,17 +116,13 @@ def decode(
             operator=event.operator,
             headers=list(headers or []),
         )
-    source = "kafka"
-    for name, header_value in headers or ():
-        if name == SOURCE_HEADER and header_value == b"api":
-            source = "api"
     canonical = canonical_bytes(event)
     return Decoded(
         position=position,
         event=event,
         canonical=canonical,
         sha256=fingerprint(canonical),
-        source=source,
+        source="kafka",  # authn.authenticate makes it "api" for a valid signature of the API, never a header alone
         key=key,
         raw=raw,
         headers=list(headers or []),

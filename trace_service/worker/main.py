@@ -28,9 +28,11 @@ from trace_service.db.engine import create_engine
 from trace_service.kafka import ensure_topics, producer_options
 from trace_service.market import service as market
 from trace_service.settings import Settings
+from trace_service.worker import redeliver
 from trace_service.worker import repository as worker_repo
 from trace_service.worker.decode import Dead, Position, unapplicable
-from trace_service.worker.service import BatchOutcome, Record, apply_batch
+from trace_service.worker.repository import headers_from_json
+from trace_service.worker.service import BatchOutcome, Record, apply_batch, parked_records
 
 log = structlog.get_logger(__name__)
 
@@ -110,6 +112,8 @@ def _reason(exc: BaseException) -> str:
 
 # How often a worker deletes intake rows whose events it already applied (see clear_applied_intake).
 INTAKE_SWEEP_SECONDS = 30.0
+# How often a worker looks for parked events freed by another worker's commit, or expired.
+PARKED_SWEEP_SECONDS = 5.0
 
 
 class Worker:
@@ -124,6 +128,7 @@ class Worker:
         self.ready = False
         self._consumer_obj: AIOKafkaConsumer | None = None
         self._next_intake_sweep = 0.0
+        self._next_parked_sweep = 0.0
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions this worker holds right now (empty before it joined the group)."""
@@ -206,7 +211,15 @@ class Worker:
                 changed += await alerts_repo.write_findings(conn, await market.sweep(conn, self.settings))
 
         await self._periodic("alert_tick", judge)
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._next_parked_sweep:
+            self._next_parked_sweep = loop.time() + PARKED_SWEEP_SECONDS
+            await self._periodic("parked_sweep", lambda: self._parked_sweep(producer))
         await self._periodic("relay_alerts", lambda: relay_outbox(self.engine, producer, self.settings.topic_alerts))
+        # Accepted events the broker forgot (a restarted embedded broker) are produced again from the ledger.
+        await self._periodic(
+            "redeliver", lambda: redeliver.redeliver_forgotten(self.engine, producer, self.settings, self._consumer_obj)
+        )
         loop = asyncio.get_running_loop()
         if loop.time() >= self._next_intake_sweep:
             self._next_intake_sweep = loop.time() + INTAKE_SWEEP_SECONDS
@@ -255,6 +268,52 @@ class Worker:
         self.ready = True
         return outcome
 
+    async def _apply_unparked(self, outcome: BatchOutcome) -> None:
+        """Apply the parked events whose lots just got a holder (each round may free more), into ``outcome``."""
+        for _ in range(16):
+            if not outcome.unparked:
+                return
+            records, outcome.unparked = outcome.unparked, []
+            more = await self._apply(records)
+            outcome.applied += more.applied
+            outcome.duplicates += more.duplicates
+            outcome.dead += more.dead
+            outcome.alerts_changed += more.alerts_changed
+            outcome.unparked = more.unparked
+        # Anything still freed is picked up by the next tick.
+
+    async def _parked_sweep(self, producer: AIOKafkaProducer) -> None:
+        """Parked events freed by another worker's commit, and those whose lot never got a holder."""
+        async with self.engine.connect() as conn:
+            ready = parked_records(await worker_repo.ready_parked(conn, None))
+        outcome = await self._apply(ready) if ready else BatchOutcome()
+        await self._apply_unparked(outcome)
+        grace = self.settings.rules.grace_seconds
+        async with self.engine.begin() as conn:
+            expired = await worker_repo.expire_parked(conn, grace)
+            dead = [
+                Dead(
+                    position=Position(r[0], r[1], r[2]),
+                    key=bytes(r[3]) if r[3] is not None else None,
+                    raw=bytes(r[4]),
+                    code="lot_unknown",
+                    message=f"no creating event arrived within {grace} s for lot(s) {', '.join(r[8])}: only a lot's "
+                    "holder (or an operator reporting for it) may report on it",
+                    details=[{"lots": list(r[8])}],
+                    event_id=r[6],
+                    operator=r[7],
+                    headers=list(headers_from_json(r[5])),
+                )
+                for r in expired
+            ]
+            await worker_repo.insert_dead_letters(conn, dead)
+            await worker_repo.clear_intake(conn, [d.event_id for d in dead if d.event_id is not None])
+        outcome.dead += dead
+        if outcome.dead:
+            await self._publish_dead(producer, outcome.dead)
+        if outcome.alerts_changed:
+            await self._relay(producer)
+
     async def _refuse(self, record: Record, exc: BaseException) -> BatchOutcome:
         """A message that cannot be applied on its own: a dead letter with the reason, in its own transaction."""
         log.error(
@@ -292,6 +351,7 @@ class Worker:
             for r in msgs
         ]
         outcome = await self._apply(records)
+        await self._apply_unparked(outcome)
         if outcome.dead:
             await _retry(
                 "publish_dead_letters", lambda: self._publish_dead(producer, outcome.dead), on_failure=self._not_ready

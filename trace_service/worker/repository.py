@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -102,3 +103,93 @@ async def insert_dead_letters(conn: AsyncConnection, dead: Sequence[Dead]) -> No
             [d.operator for d in dead],
         ),
     )
+
+
+# -- events parked until the lot they name has a holder (contract section 7) -----------------------------
+
+_PARK = """
+INSERT INTO parked_events (topic, kafka_partition, kafka_offset, event_id, operator, kafka_key, raw, headers,
+                           waits_for)
+SELECT p.topic, p.part, p.off, p.event_id, p.operator, p.key, p.raw, p.headers::jsonb,
+       ARRAY(SELECT jsonb_array_elements_text(p.waits::jsonb))
+FROM unnest($1::text[], $2::int[], $3::bigint[], $4::uuid[], $5::text[], $6::bytea[], $7::bytea[], $8::text[],
+            $9::text[]) AS p(topic, part, off, event_id, operator, key, raw, headers, waits)
+ORDER BY 1, 2, 3
+ON CONFLICT DO NOTHING
+"""
+
+_UNPARK = """
+DELETE FROM parked_events p
+USING unnest($1::text[], $2::int[], $3::bigint[]) AS x(topic, part, off)
+WHERE p.topic = x.topic AND p.kafka_partition = x.part AND p.kafka_offset = x.off
+"""
+
+# Parked events all of whose lots now have a holder ($1: codes created just now, or NULL for any).
+_READY = """
+SELECT p.topic, p.kafka_partition, p.kafka_offset, p.kafka_key, p.raw, p.headers
+FROM parked_events p
+WHERE (CAST($1 AS text[]) IS NULL OR p.waits_for && $1::text[])
+  AND NOT EXISTS (
+      SELECT 1 FROM unnest(p.waits_for) w(code)
+      LEFT JOIN lots l ON l.code = w.code
+      WHERE l.created_by_event IS NULL
+  )
+ORDER BY p.parked_at
+LIMIT $2
+"""
+
+# Parked longer than the grace period: the lot never got a creating event.
+_EXPIRED = """
+DELETE FROM parked_events p
+WHERE (topic, kafka_partition, kafka_offset) IN (
+    SELECT topic, kafka_partition, kafka_offset FROM parked_events
+    WHERE parked_at < now() - make_interval(secs => $1)
+    ORDER BY parked_at LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING topic, kafka_partition, kafka_offset, kafka_key, raw, headers, event_id, operator, waits_for
+"""
+
+
+def _headers_json(headers: Sequence[tuple[str, bytes]]) -> str:
+    return orjson.dumps([[k, base64.b64encode(v).decode()] for k, v in headers]).decode()
+
+
+def headers_from_json(value: Any) -> tuple[tuple[str, bytes], ...]:
+    return tuple((str(k), base64.b64decode(v)) for k, v in (value or []))
+
+
+async def park(conn: AsyncConnection, items: Sequence[tuple[Decoded, list[str]]]) -> None:
+    if not items:
+        return
+    await conn.exec_driver_sql(
+        _PARK,
+        (
+            [d.position.topic for d, _ in items],
+            [d.position.partition for d, _ in items],
+            [d.position.offset for d, _ in items],
+            [d.event.event_id for d, _ in items],  # type: ignore[attr-defined]
+            [d.event.operator for d, _ in items],  # type: ignore[attr-defined]
+            [d.key for d, _ in items],
+            [d.raw for d, _ in items],
+            [_headers_json(d.headers) for d, _ in items],
+            [orjson.dumps(sorted(set(w))).decode() for _, w in items],
+        ),
+    )
+
+
+async def unpark(conn: AsyncConnection, positions: Sequence[tuple[str, int, int]]) -> None:
+    if positions:
+        await conn.exec_driver_sql(
+            _UNPARK, ([p[0] for p in positions], [p[1] for p in positions], [p[2] for p in positions])
+        )
+
+
+async def ready_parked(conn: AsyncConnection, codes: Sequence[str] | None, limit: int = 5000) -> list[Any]:
+    if codes is not None and not codes:
+        return []
+    return list(await conn.exec_driver_sql(_READY, (list(codes) if codes is not None else None, limit)))
+
+
+async def expire_parked(conn: AsyncConnection, after_seconds: float, limit: int = 5000) -> list[Any]:
+    return list(await conn.exec_driver_sql(_EXPIRED, (float(after_seconds), limit)))

@@ -6,13 +6,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trace_service.alerts import engine as engine_
 from trace_service.alerts import repository as alerts_repo
+from trace_service.alerts import rules
 from trace_service.alerts.models import Finding
-from trace_service.chain import projection
+from trace_service.chain import ownership, projection
 from trace_service.chain import repository as chain
 from trace_service.contract.events import Catalogue
 from trace_service.market import service as market
@@ -32,6 +34,7 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes]] = ()
+    parked: bool = False  # taken from parked_events: its parked row goes in the same transaction
 
 
 @dataclass
@@ -41,6 +44,67 @@ class BatchOutcome:
     dead: list[Dead] = field(default_factory=list)
     lots_touched: int = 0
     alerts_changed: list[str] = field(default_factory=list)
+    parked: int = 0
+    # Parked events whose lots this batch gave a holder: the worker applies them next.
+    unparked: list[Record] = field(default_factory=list)
+
+
+def parked_records(rows: Sequence[Any]) -> list[Record]:
+    return [
+        Record(
+            r[0], r[1], r[2], bytes(r[3]) if r[3] is not None else None, bytes(r[4]), repo.headers_from_json(r[5]), True
+        )
+        for r in rows
+    ]
+
+
+def _refused(item: Decoded, refusal: ownership.Refusal) -> Dead:
+    return Dead(
+        position=item.position,
+        key=item.key,
+        raw=item.raw,
+        code=refusal.code,
+        message=refusal.message,
+        details=[{"field": refusal.field, "lot": refusal.lot, "holder": refusal.holder}],
+        event_id=item.event.event_id,  # type: ignore[attr-defined]
+        operator=item.event.operator,  # type: ignore[attr-defined]
+        headers=item.headers,
+    )
+
+
+async def judge_ownership(
+    conn: AsyncConnection, items: Sequence[Decoded]
+) -> tuple[list[Decoded], list[tuple[Decoded, list[str]]], list[Dead], list[Finding]]:
+    """Contract section 7 for a batch: the events that may be applied, those that wait for a lot's holder, and
+    the refused ones (``not_holder``, ``lot_taken``) with their alerts. Events are taken in batch order, so a
+    lot created earlier in the batch has its holder for the events after it."""
+    held = await chain.holders(conn, ownership.codes_of(d.event for d in items))
+    senders = {d.event.operator for d in items}  # type: ignore[attr-defined]
+    lineage = await chain.ancestors(conn, set(held.values()) | senders)
+    kept: list[Decoded] = []
+    waiting: list[tuple[Decoded, list[str]]] = []
+    dead: list[Dead] = []
+    findings: list[Finding] = []
+    for item in items:
+        actor = item.actor
+        roots = actor.roots if actor is not None else (item.event.operator,)  # type: ignore[attr-defined]
+        verdict = ownership.judge(
+            item.event,
+            held,
+            lambda holder, roots=roots: ownership.in_scope(holder, roots, lineage),  # type: ignore[misc]
+            staff=actor.staff if actor is not None else False,
+        )
+        if verdict.refusal is not None:
+            dead.append(_refused(item, verdict.refusal))
+            findings.append(rules.not_holder(item.event, verdict.refusal))
+        elif verdict.waits_for:
+            waiting.append((item, verdict.waits_for))
+        else:
+            kept.append(item)
+            for claim in ownership.claims(item.event):
+                if claim.creates:
+                    held.setdefault(claim.code, item.event.operator)  # type: ignore[attr-defined]
+    return kept, waiting, dead, findings
 
 
 def plan(
@@ -83,9 +147,18 @@ async def apply_batch(
     decoded, dead = plan(catalogue, records, future_skew_seconds=future_skew_seconds)
     outcome = BatchOutcome()
     async with engine.begin() as conn:
+        from_park = [(r.topic, r.partition, r.offset) for r in records if r.parked]
+        await repo.unpark(conn, from_park)
         # Who sent each message (contract section 8); unsigned or unauthorized messages become dead letters.
         decoded, refused = await authn.authenticate(conn, decoded, settings)
         dead += refused
+        # Who may change each lot (section 7): refused events are dead letters; events about a lot with no
+        # holder yet wait for its creating event.
+        decoded, waiting, refused, owner_findings = await judge_ownership(conn, decoded)
+        dead += refused
+        await repo.park(conn, waiting)
+        await chain.ensure_lots(conn, [c for _, codes in waiting for c in codes])  # upstream_missing watches them
+        outcome.parked = len(waiting)
         new_ids = await repo.insert_events(conn, decoded)
         repeats = [d for d in decoded if d.event.event_id not in new_ids]  # type: ignore[attr-defined]
         if repeats:
@@ -95,13 +168,17 @@ async def apply_batch(
                     outcome.duplicates += 1
                 else:
                     dead.append(conflicting(item))
-        await repo.clear_intake(conn, [d.event.event_id for d in decoded])  # type: ignore[attr-defined]
+        await repo.clear_intake(
+            conn,
+            [d.event.event_id for d in decoded]  # type: ignore[attr-defined]
+            + [d.event_id for d in refused if d.event_id is not None],
+        )
         # Only events stored for the first time change the graph: a redelivered batch is a no-op.
         fresh = [d.event for d in decoded if d.event.event_id in new_ids]  # type: ignore[attr-defined]
         graph_plan = projection.plan(fresh)
         applied = await chain.apply_plan(conn, graph_plan)
         outcome.lots_touched = len(applied.touched)
-        findings: list[Finding] = []
+        findings: list[Finding] = list(owner_findings)
         if settings.rules.enabled:
             conflicts = [
                 (d.event_id, d.operator, d.position.topic, d.position.partition, d.position.offset)
@@ -115,6 +192,8 @@ async def apply_batch(
         findings += await market.apply(conn, fresh, settings, shard=shard)
         outcome.alerts_changed = await alerts_repo.write_findings(conn, findings)
         await repo.insert_dead_letters(conn, dead)
+        created = sorted({c.code for ev in fresh for c in ownership.claims(ev) if c.creates})
+        outcome.unparked = parked_records(await repo.ready_parked(conn, created))
     outcome.applied = [d.event.event_id for d in decoded if d.event.event_id in new_ids]  # type: ignore[attr-defined]
     outcome.dead = dead
     return outcome

@@ -5,7 +5,8 @@ the event is in this table. The worker deletes the row in the transaction that a
 re-produces rows that wait too long (``worker/redeliver.py``).
 
 Rows accepted before this revision have no bytes (their events were already in Kafka when the row was
-written): the new columns are nullable and the redeliverer skips such rows.
+written): the new columns are nullable and the redeliverer skips rows without a message, as it does rows
+whose message was rejected (a dead letter), whose bytes it drops.
 
 Revision ID: 0009
 Revises: 0008
@@ -33,12 +34,13 @@ def upgrade() -> None:
             ADD COLUMN attempts    integer NOT NULL DEFAULT 1
         """
     )
-    # The redeliverer's scan: rows produced longest ago first.
-    op.execute("CREATE INDEX ix_intake_produced_at ON intake (produced_at)")
+    # The redeliverer's scan, oldest first, over the rows it may produce again: applied rows are deleted and
+    # rejected ones lose their message, so the index holds only what is in flight.
+    op.execute("CREATE INDEX ix_intake_due ON intake (produced_at) WHERE value IS NOT NULL")
 
 
 def downgrade() -> None:
-    op.execute("DROP INDEX ix_intake_produced_at")
+    op.execute("DROP INDEX ix_intake_due")
     op.execute(
         """
         ALTER TABLE intake
