@@ -92,7 +92,7 @@ async def test_same_event_twice_is_stored_once_and_other_content_conflicts(
     assert r.status_code == 200, r.text
     assert await _stored(db, event["event_id"]) == 1
 
-    changed = {**event, "data": {**event["data"], "result": "fail"}}
+    changed = {**event, "data": {**event["data"], "weight_kg": 999.0}}
     r = await client.post("/v1/events", json=changed, headers=key)
     assert r.status_code == 409
     err = _error(r)
@@ -114,14 +114,14 @@ async def test_same_id_twice_in_one_batch(client: httpx.AsyncClient, actors: Act
     r = await client.post("/v1/events", json=[event, event], headers=key)
     assert r.status_code == 202
     assert r.json()["accepted"] == [event["event_id"]]
-    other = {**event, "data": {**event["data"], "value": 80.0}}
+    other = {**event, "data": {**event["data"], "weight_kg": 80.0}}
     r = await client.post("/v1/events", json=[event, other], headers=key)
     assert r.status_code == 409
     assert _error(r)["details"][0]["index"] == 1
 
 
 def _bad_items(op: str) -> list[tuple[str, dict, str, str]]:
-    base = harvested_event(op)
+    base = lot_tested_event(op)
     return [
         ("unknown field", {**base, "colour": "red"}, "colour", "extra_forbidden"),
         ("unknown data field", {**base, "data": {**base["data"], "lott": "X"}}, "data.lott", "extra_forbidden"),

@@ -151,10 +151,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             pass
         elif args.via == "kafka":
             bootstrap = args.bootstrap or os.environ.get("TRACE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+            secret = args.integrator_secret or os.environ.get("INTEGRATOR_SECRET")
+            integrator = None
+            if args.integrator_key_id and secret:
+                integrator = runner.Integrator(args.integrator_key_id, secret)
+            elif args.integrator_key_id or args.integrator_secret:
+                say("error: give both --integrator-key-id and --integrator-secret (or INTEGRATOR_SECRET)")
+                return 2
             if token is None:
                 say("no admin key: the operators are not registered (pass --token to register them)")
             summary = runner.run_kafka(sim, bootstrap, topic=topic, rate=args.rate, url=args.url, admin=token,
-                                       concurrency=args.concurrency, out=out)  # fmt: skip
+                                       integrator=integrator, concurrency=args.concurrency, out=out)  # fmt: skip
         else:
             if token is None:
                 say("no admin key: pass --token, set TRACE_ADMIN_TOKEN, or run from the folder of `trace-service dev`")
@@ -266,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--bootstrap", help="Kafka bootstrap for --via kafka (default TRACE_KAFKA_BOOTSTRAP), and with "
                      "--via api where the conflicting copies go")  # fmt: skip
     sim.add_argument("--topic", help="events topic (default TRACE_TOPIC_EVENTS, else trace.events.v1)")
+    sim.add_argument("--integrator-key-id", help="with --via kafka: sign as this registered integrator (default: "
+                     "register one for the city's operators with the admin key)")  # fmt: skip
+    sim.add_argument("--integrator-secret", help="the integrator's secret (default: the INTEGRATOR_SECRET "
+                     "environment variable, which keeps it off the command line)")  # fmt: skip
     sim.add_argument("--rate", type=float, help="target events per second (default: as fast as possible)")
     sim.add_argument("--batch", type=int, default=500, choices=range(1, 1001), metavar="N",
                      help="events per POST (default 500, at most 1000)")  # fmt: skip

@@ -37,6 +37,9 @@ class RuleSettings(BaseSettings):
     chilled_shelf_life_days: int = Field(default=7, ge=0)
     # upstream_missing: how long a referenced lot may stay unresolved.
     grace_seconds: int = Field(default=30 * 60, ge=0)
+    # How long an event about a lot with no holder yet waits for the lot's creating event before it is
+    # rejected (lot_unknown). A day: markets upload hours of records at once after an outage.
+    park_seconds: int = Field(default=24 * 3600, ge=0)
     # Rules that judge an absence (no ASF result, no quality certificate) wait this long for late reports.
     settle_seconds: float = Field(default=5.0, ge=0)
     # How often the worker runs the due checks and the sweeper.

@@ -39,7 +39,7 @@ _RECORD_INTAKE = sa.text(
 
 _FORGET_INTAKE = sa.text("DELETE FROM intake WHERE event_id = ANY(CAST(:ids AS uuid[]))")
 
-# One row per id: applied beats rejected beats accepted.
+# One row per id: applied beats rejected beats waiting for a lot's holder (parked) beats accepted.
 _STATUS = sa.text(
     """
     SELECT DISTINCT ON (event_id) event_id, status, operator, reason, message
@@ -50,11 +50,11 @@ _STATUS = sa.text(
         SELECT event_id, 'rejected', 2, operator, error_code, error_message
           FROM dead_letters WHERE event_id = ANY(CAST(:ids AS uuid[]))
         UNION ALL
-        SELECT event_id, 'accepted', 3, operator, NULL, NULL
-          FROM intake WHERE event_id = ANY(CAST(:ids AS uuid[]))
-        UNION ALL
-        SELECT event_id, 'accepted', 3, operator, NULL, NULL
+        SELECT event_id, 'accepted', 3, operator, 'waiting_for_lot', array_to_string(waits_for, ',')
           FROM parked_events WHERE event_id = ANY(CAST(:ids AS uuid[]))
+        UNION ALL
+        SELECT event_id, 'accepted', 4, operator, NULL, NULL
+          FROM intake WHERE event_id = ANY(CAST(:ids AS uuid[]))
     ) s
     ORDER BY event_id, rank
     """

@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from trace_service.access import service as access
 from trace_service.access.models import Principal, Role
 from trace_service.alerts import repository as alerts_repo
+from trace_service.chain import ownership
+from trace_service.chain import repository as chain_repo
 from trace_service.contract.events import Catalogue, canonical_bytes, describe_errors, fingerprint
 from trace_service.errors import (
     BadRequest,
@@ -221,6 +223,40 @@ class IntakeService:
                     problems.append({"index": i, "field": "operator", "message": f"operator {op} is suspended"})
         if problems:
             raise Forbidden("this key may not report these events; nothing was accepted", details=problems)
+        await self._check_holders(conn, principal, events)
+
+    async def _check_holders(self, conn: Any, principal: Principal, events: Sequence[BaseModel]) -> None:
+        """Contract section 7 where the API can already tell: a lot held by an operator this key does not report
+        for (403 ``not_holder``), a code held by another operator (409 ``lot_taken``). Lots with no holder yet
+        are the worker's to decide, whatever order the events arrive in."""
+        if principal.is_staff:
+            return
+        held = await chain_repo.holders(conn, ownership.codes_of(events))
+        if not held:
+            return
+        scope = await access.reporting_scope(conn, principal) or {}
+        not_holder: list[dict[str, Any]] = []
+        taken: list[dict[str, Any]] = []
+        for i, ev in enumerate(events):
+            verdict = ownership.judge(ev, held, lambda holder: holder in scope, staff=False)
+            refusal = verdict.refusal
+            if refusal is not None:
+                item = {"index": i, "field": refusal.field, "lot": refusal.lot, "message": refusal.message}
+                (taken if refusal.code == "lot_taken" else not_holder).append(item)
+            elif verdict.ok:
+                for claim in ownership.claims(ev):
+                    if claim.creates:
+                        held.setdefault(claim.code, ev.operator)  # type: ignore[attr-defined]
+        if not_holder:
+            raise Forbidden(
+                "these events speak about lots this key's operators do not hold; nothing was accepted",
+                details=not_holder,
+                code="not_holder",
+            )
+        if taken:
+            raise Conflict(
+                "these lot codes are held by another operator; nothing was accepted", details=taken, code="lot_taken"
+            )
 
     async def _wait(self, ids: list[uuid.UUID]) -> tuple[list[dict[str, Any]], bool]:
         loop = asyncio.get_running_loop()
@@ -229,7 +265,12 @@ class IntakeService:
         while True:
             async with self._engine.connect() as conn:
                 found = await repo.statuses(conn, ids)
-            done = all(found.get(i, {}).get("status") in ("applied", "rejected") for i in ids)
+            # An event parked until its lot's creating event arrives is as decided as it can be for now.
+            done = all(
+                found.get(i, {}).get("status") in ("applied", "rejected")
+                or found.get(i, {}).get("reason") == "waiting_for_lot"
+                for i in ids
+            )
             if done or loop.time() >= deadline:
                 async with self._engine.connect() as conn:
                     raised = await alerts_repo.alerts_of_events(conn, ids)
@@ -295,6 +336,9 @@ class IntakeService:
         if row and row["status"] == "rejected":
             body["reason"] = row["reason"]
             body["message"] = row["message"]
+        elif row and row["reason"] == "waiting_for_lot":
+            # Accepted, and waiting for the creating event of the lots it names (contract section 7).
+            body["waiting_for"] = row["message"].split(",")
         body["alerts"] = alerts
         return body
 

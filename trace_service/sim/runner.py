@@ -427,13 +427,15 @@ def run_kafka(
     summary.accepted = asyncio.run(_produce(bootstrap, topic, produced, rate, progress, integrator))
     progress.close()
     if staff_only and api is not None and admin:
-        status, detail, _ = api.call(admin, "POST", "/v1/events", orjson.dumps(staff_only))
-        summary.requests += 1
-        if status in (200, 202):
-            summary.accepted += len(staff_only)
-        else:
-            summary.errors += len(staff_only)
-            summary.first_errors.append(f"regulator events: HTTP {status}: {str(detail)[:300]}")
+        for i in range(0, len(staff_only), 500):
+            part = staff_only[i : i + 500]
+            status, detail, _ = api.call(admin, "POST", "/v1/events", orjson.dumps(part))
+            summary.requests += 1
+            if status in (200, 202):
+                summary.accepted += len(part)
+            else:
+                summary.errors += len(part)
+                summary.first_errors.append(f"regulator events: HTTP {status}: {str(detail)[:300]}")
     elif staff_only:
         summary.errors += len(staff_only)
         summary.first_errors.append(

@@ -288,7 +288,7 @@ class Worker:
             ready = parked_records(await worker_repo.ready_parked(conn, None))
         outcome = await self._apply(ready) if ready else BatchOutcome()
         await self._apply_unparked(outcome)
-        grace = self.settings.rules.grace_seconds
+        grace = self.settings.rules.park_seconds
         async with self.engine.begin() as conn:
             expired = await worker_repo.expire_parked(conn, grace)
             dead = [
