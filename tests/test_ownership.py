@@ -32,6 +32,11 @@ def _event(event_type: str, operator: str, data: dict[str, Any]) -> dict[str, An
     }
 
 
+def _assert_applied(r: httpx.Response) -> None:
+    assert r.status_code == 200, r.text
+    assert r.json()["events"][0]["status"] == "applied", r.text
+
+
 def attacks(attacker: str, lot: str) -> dict[str, dict[str, Any]]:
     """One event of each type that would change ``lot`` (held by someone else) if it counted."""
     return {
