@@ -307,3 +307,33 @@ async def test_issued_codes_belong_to_their_operator(client: httpx.AsyncClient, 
     ok = {**harvested_event(owner), "data": {**harvested_event(owner)["data"], "lot": spare}}
     r = await client.post("/v1/events?wait=true", json=ok, headers=owner_key)
     _assert_applied(r)
+
+
+async def test_a_slaughter_intake_counts_only_when_the_farm_dispatched_to_that_slaughterhouse(
+    client: httpx.AsyncClient, actors: Actors
+) -> None:
+    farm, farm_key = await actors.operator_with_key(kind="farm")
+    slaughterhouse, s_key = await actors.operator_with_key(kind="slaughterhouse")
+    other, other_key = await actors.operator_with_key(kind="slaughterhouse")
+    farm_lot = attacks(farm, code("F", 16))["farm.pigs_dispatched"]
+    farm_lot["data"]["destination"] = slaughterhouse
+    farm_lot["data"]["head_count"] = farm_lot["data"]["quarantine_cert"]["head_count"] = 1
+    _assert_applied(await client.post("/v1/events?wait=true", json=farm_lot, headers=farm_key))
+    lot = farm_lot["data"]["lot"]
+
+    def received(operator: str) -> dict[str, Any]:
+        return _event(
+            "slaughter.pigs_received", operator,
+            {"lot": code("SB", 16), "quarantine_cert_number": farm_lot["data"]["quarantine_cert"]["number"],
+             "owner": {"name": "货主"}, "origin_region": "442000", "head_count": 1, "dead_on_arrival": 0,
+             "ear_tags": [], "live_weight_kg": 110.0, "from_lot": lot},
+        )  # fmt: skip
+
+    # Another slaughterhouse names the farm's lot: its own batch is recorded, the farm's pigs stay on hand.
+    _assert_applied(await client.post("/v1/events?wait=true", json=received(other), headers=other_key))
+    assert (await _lot(client, farm_key, lot))["head"]["out"] == 0
+    assert (await client.get(f"/v1/lots/{lot}", headers=other_key)).status_code == 404
+    # The slaughterhouse the pigs were dispatched to takes them, and may read the farm's lot.
+    _assert_applied(await client.post("/v1/events?wait=true", json=received(slaughterhouse), headers=s_key))
+    assert (await _lot(client, farm_key, lot))["head"]["out"] == 1
+    assert (await client.get(f"/v1/lots/{lot}", headers=s_key)).status_code == 200

@@ -75,7 +75,7 @@ _LOTS_BY_CODE = "SELECT id, code FROM lots WHERE code = ANY($1::text[])"
 
 _EDGES = """
 INSERT INTO edges (parent_id, child_id, event_id, kg, head, kind, voucher_key, pending)
-SELECT e.*, e.kind = 'trade'
+SELECT e.*, e.kind IN ('trade', 'intake')
 FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::numeric[], $5::int[], $6::text[], $7::text[])
      AS e(parent_id, child_id, event_id, kg, head, kind, voucher_key)
 ORDER BY 1, 2, 3
@@ -90,6 +90,16 @@ FROM shipment_lines s, shipments sh, lots c
 WHERE e.pending AND e.kind = 'trade' AND e.voucher_key = ANY($1::text[])
   AND s.voucher_key = e.voucher_key AND s.lot_id = e.parent_id
   AND sh.event_id = s.event_id AND c.id = e.child_id AND sh.buyer = c.holder
+RETURNING e.parent_id, e.child_id
+"""
+
+# A slaughterhouse's link to a farm's lot (pigs received) likewise waits for the farm's dispatch naming that
+# slaughterhouse as its destination, whichever arrives second; until then it takes no head out of the farm's lot.
+_CONFIRM_INTAKES = """
+UPDATE edges e SET pending = false
+FROM lots p, lots c
+WHERE e.pending AND e.kind = 'intake' AND (e.parent_id = ANY($1::bigint[]) OR e.child_id = ANY($1::bigint[]))
+  AND p.id = e.parent_id AND c.id = e.child_id AND p.documents->>'destination' = c.holder
 RETURNING e.parent_id, e.child_id
 """
 
@@ -143,8 +153,8 @@ ON CONFLICT DO NOTHING
 
 # Whichever of the certificate and the claim arrives second makes the edge.
 _LINK_CLAIMS = """
-INSERT INTO edges (parent_id, child_id, event_id, head, kind)
-SELECT c.lot_id, cl.batch_lot_id, cl.event_id, cl.head, 'intake'
+INSERT INTO edges (parent_id, child_id, event_id, head, kind, pending)
+SELECT c.lot_id, cl.batch_lot_id, cl.event_id, cl.head, 'intake', true
 FROM certificate_claims cl JOIN pig_certificates c ON c.number = cl.number
 WHERE cl.number = ANY($1::text[]) AND NOT cl.from_lot_given
 ORDER BY 1, 2, 3
@@ -258,7 +268,7 @@ calc AS (
     FROM t JOIN lots l ON l.id = t.id
     LEFT JOIN LATERAL (
         SELECT sum(e.kg) FILTER (WHERE e.kind = 'sale') AS kg_sold,
-               sum(e.head) FILTER (WHERE e.kind = 'intake') AS head_intake
+               sum(e.head) FILTER (WHERE e.kind = 'intake' AND NOT e.pending) AS head_intake
         FROM edges e WHERE e.parent_id = l.id
     ) eo ON true
     LEFT JOIN LATERAL (
@@ -507,6 +517,10 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
         linked = await conn.exec_driver_sql(_LINK_CLAIMS, (sorted(numbers),))
         for r in _rows(linked):
             touched.update((r[0], r[1]))
+
+    confirmed = await conn.exec_driver_sql(_CONFIRM_INTAKES, (sorted(touched),))
+    for r in _rows(confirmed):
+        touched.update((r[0], r[1]))
 
     # Products flow down to received lots that did not name one, however many generations arrived
     # before their ancestors did.

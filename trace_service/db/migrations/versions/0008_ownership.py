@@ -2,7 +2,8 @@
 
 * ``edges.pending``: a buyer's link to the seller's lot (``trade.received`` ``from_lot``) counts for the
   buyer's own lot only, until the seller's ``trade.shipped`` with the same voucher lists that lot for this
-  buyer. A pending link gives the buyer no right to read the seller's lot or anything upstream of it.
+  buyer. A pending link gives the buyer no right to read the seller's lot or anything upstream of it. A
+  slaughterhouse's link to a farm's lot waits in the same way for the farm's dispatch naming it.
 * ``parked_events``: an event that speaks about a lot whose holder is not known yet (the lot is unknown or
   unresolved) waits here, byte for byte, until the lot's creating event says who holds it; it is then
   applied or refused (``not_holder``) like any other.
@@ -27,6 +28,10 @@ WHERE e.kind = 'trade' AND NOT EXISTS (
     SELECT 1 FROM shipment_lines s JOIN shipments sh ON sh.event_id = s.event_id JOIN lots c ON c.id = e.child_id
     WHERE s.voucher_key = e.voucher_key AND s.lot_id = e.parent_id AND sh.buyer = c.holder
 );
+UPDATE edges e SET pending = true
+FROM lots p, lots c
+WHERE e.kind = 'intake' AND p.id = e.parent_id AND c.id = e.child_id
+  AND p.documents->>'destination' IS DISTINCT FROM c.holder;
 CREATE INDEX ix_edges_pending ON edges (voucher_key) WHERE pending;
 
 CREATE TABLE parked_events (
