@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from trace_service.cli import main as cli_main
 from trace_service.contract.codes import CodePatterns
-from trace_service.contract.events import EventType, build_catalogue, canonical_bytes
+from trace_service.contract.events import DEAD_LETTER_CODES, EventType, build_catalogue, canonical_bytes
 from trace_service.contract.schemas import ENVELOPE_FILE, render_schemas
 from trace_service.settings import Settings
 
@@ -343,7 +343,10 @@ def test_asyncapi_messages_match_the_contract() -> None:
     assert messages["TraceEvent"]["headers"]["properties"]["trace-source"]["enum"] == ["api"]
     dead = messages["DeadLetter"]["headers"]
     assert set(dead["required"]) == {"error-code", "error-message", "source-topic", "source-partition", "source-offset"}
-    assert set(dead["properties"]["error-code"]["enum"]) == {"malformed_json", "invalid_event", "conflicting_duplicate"}
+    assert set(dead["properties"]["error-code"]["enum"]) == set(DEAD_LETTER_CODES)
+    signed = messages["TraceEvent"]["headers"]
+    assert {"trace-key-id", "trace-signature", "trace-actor"} <= set(signed["properties"])
+    assert set(signed["required"]) == {"trace-key-id", "trace-signature"}
 
 
 def test_asyncapi_alert_schema_is_valid_and_accepts_its_example() -> None:

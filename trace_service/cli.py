@@ -52,6 +52,9 @@ def cmd_api(args: argparse.Namespace) -> int:
         access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=15,
+        # uvicorn's own bound on buffered headers (h11 only; httptools has none): above the app's limit,
+        # by room for the request line, so that a client normally hears the app's 431 with its error body.
+        h11_max_incomplete_event_size=settings.max_header_bytes + 8192,
     )
     return 0
 

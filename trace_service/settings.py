@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     # section 8). Unset: derived from key_pepper; with neither, the API refuses to start.
     signing_secret: SecretStr = SecretStr("")
     body_limit_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    # All request headers together (names and values); more gets 431. Browsers send 1-2 KB, big cookies ~8 KB.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     max_events_per_request: int = Field(default=1000, ge=1, le=10_000)
     max_requests_in_flight: int = Field(default=64, ge=1)
     future_skew_seconds: int = Field(default=300, ge=0)
@@ -101,6 +103,10 @@ class Settings(BaseSettings):
     # How long an authenticated key is remembered by an API process (0 turns the cache off).
     auth_cache_seconds: float = Field(default=5.0, ge=0)
     statement_timeout_ms: int = Field(default=5000, ge=1)
+
+    # Where the public reaches the service: QR codes print it and redirects keep its path. Never taken
+    # from a request's Host header, which the client chooses.
+    public_base_url: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
 
     # The city's time zone: times the service renders itself (lineage JSON, CSV) use its offset.
     timezone: str = "Asia/Shanghai"

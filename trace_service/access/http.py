@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import sqlalchemy as sa
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -43,6 +44,13 @@ async def read_only(engine: Annotated[AsyncEngine, Depends(get_read_engine)]) ->
     """A connection in autocommit for endpoints that only read (lineage, the public view, queues)."""
     async with engine.connect() as conn:
         yield conn
+
+
+async def database_answers(engine: Annotated[AsyncEngine, Depends(get_read_engine)]) -> None:
+    """For an answer that would not query Postgres before it starts (a stream, behind a cached key): a
+    503 now, rather than a 200 that never delivers anything."""
+    async with engine.connect() as conn:
+        await conn.execute(sa.text("SELECT 1"))
 
 
 class PrincipalCache:

@@ -318,6 +318,19 @@ def fingerprint(canonical: bytes) -> bytes:
 
 # -- errors ------------------------------------------------------------------------------------------
 
+# Why a message on the events topic became a dead letter (its ``error-code`` header; docs/api.md).
+DEAD_LETTER_CODES = (
+    "malformed_json",  # the value is not JSON
+    "invalid_event",  # JSON that does not match the contract
+    "conflicting_duplicate",  # an event_id known with other content
+    "unauthenticated",  # unsigned, badly signed, or from an unknown or revoked integrator (section 8)
+    "forbidden",  # a sender reporting for an operator outside its scope, or a suspended one (section 8)
+    "not_holder",  # about a lot held by an operator the sender does not report for (section 7)
+    "lot_taken",  # creates a code another operator holds (section 7)
+    "lot_unknown",  # waited too long for a lot that was never created (section 7)
+    "unapplicable",  # the database refused it even on its own
+)
+
 
 def describe_errors(exc: ValidationError, *, batch: bool) -> list[dict[str, Any]]:
     """Turn pydantic errors into the contract's ``details``: index (for a batch), field and message.

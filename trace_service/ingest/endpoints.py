@@ -9,13 +9,10 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 
 from trace_service.access.http import CurrentPrincipal
+from trace_service.contract.events import DEAD_LETTER_CODES
 from trace_service.ingest.service import IntakeService
 
-# The reasons a message becomes a dead letter (docs/api.md).
-DEAD_LETTER_CODES = (
-    "^(malformed_json|invalid_event|conflicting_duplicate|unapplicable|not_holder|lot_taken|lot_unknown"
-    "|unauthenticated|forbidden)$"
-)
+DEAD_LETTER_CODE = "^(" + "|".join(DEAD_LETTER_CODES) + ")$"
 
 router = APIRouter(prefix="/v1", tags=["events"])
 

@@ -47,8 +47,10 @@ _STATUS = sa.text(
         SELECT event_id, 'applied' AS status, 1 AS rank, operator, NULL AS reason, NULL AS message
           FROM events WHERE event_id = ANY(CAST(:ids AS uuid[]))
         UNION ALL
-        SELECT event_id, 'rejected', 2, operator, error_code, error_message
-          FROM dead_letters WHERE event_id = ANY(CAST(:ids AS uuid[]))
+        SELECT d.event_id, 'rejected', 2, d.operator, d.error_code, d.error_message
+          FROM dead_letters d WHERE d.event_id = ANY(CAST(:ids AS uuid[]))
+           -- a refused copy that names another operator than the accepted event cannot reject it
+           AND NOT EXISTS (SELECT 1 FROM intake i WHERE i.event_id = d.event_id AND i.operator <> d.operator)
         UNION ALL
         SELECT event_id, 'accepted', 3, operator, 'waiting_for_lot', array_to_string(waits_for, ',')
           FROM parked_events WHERE event_id = ANY(CAST(:ids AS uuid[]))

@@ -112,7 +112,8 @@ def _authorize(
 
 def _claimed(code: str, message: str, key_id: str | None, event_id: object, operator: object) -> dict[str, Any]:
     """The detail of a refused message whose claims are not vouched for: they are shown, never used."""
-    detail: dict[str, Any] = {"field": "headers", "type": code, "message": message}
+    detail: dict[str, Any] = {"field": "headers" if code == UNAUTHENTICATED else "operator", "type": code}
+    detail["message"] = message
     if key_id is not None:
         detail["key_id"] = key_id
     if event_id is not None:

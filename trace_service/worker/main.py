@@ -28,11 +28,11 @@ from trace_service.db.engine import create_engine
 from trace_service.kafka import ensure_topics, producer_options
 from trace_service.market import service as market
 from trace_service.settings import Settings
-from trace_service.worker import redeliver
+from trace_service.worker import authn, redeliver
 from trace_service.worker import repository as worker_repo
 from trace_service.worker.decode import Dead, Position, unapplicable
 from trace_service.worker.repository import headers_from_json
-from trace_service.worker.service import BatchOutcome, Record, apply_batch, parked_records
+from trace_service.worker.service import BatchOutcome, Record, apply_batch, parked_records, plan
 
 log = structlog.get_logger(__name__)
 
@@ -264,6 +264,8 @@ class Worker:
                 dead=first.dead + second.dead,
                 lots_touched=first.lots_touched + second.lots_touched,
                 alerts_changed=first.alerts_changed + second.alerts_changed,
+                parked=first.parked + second.parked,
+                unparked=first.unparked + second.unparked,
             )
         self.ready = True
         return outcome
@@ -332,6 +334,10 @@ class Worker:
             list(record.headers),
             _reason(exc),
         )
+        # The dead letter speaks for its event id (its status, its ledger row) only when the message is
+        # authentically its sender's: a forged copy must not reject somebody else's accepted event.
+        if not await self._authentic(record):
+            dead.event_id, dead.operator = None, None
 
         async def store() -> None:
             async with self.engine.begin() as conn:
@@ -341,6 +347,18 @@ class Worker:
 
         await _retry("store_dead_letter", store, on_failure=self._not_ready)
         return BatchOutcome(dead=[dead])
+
+    async def _authentic(self, record: Record) -> bool:
+        try:
+            decoded, _ = plan(self.catalogue, [record], future_skew_seconds=self.settings.future_skew_seconds)
+            if not decoded:
+                return False
+            async with self.engine.connect() as conn:
+                kept, _ = await authn.authenticate(conn, decoded, self.settings)
+            return bool(kept)
+        except Exception:  # the check itself failing means: not shown to be authentic
+            log.warning("authenticity_check_failed", topic=record.topic, offset=record.offset)
+            return False
 
     async def _handle(
         self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, batch: dict[Any, list[Any]]

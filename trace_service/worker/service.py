@@ -110,9 +110,9 @@ async def judge_ownership(
 def plan(
     catalogue: Catalogue, records: Sequence[Record], *, future_skew_seconds: int
 ) -> tuple[list[Decoded], list[Dead]]:
-    """Decode a batch and drop repeats inside it: the first copy of an id wins, a different copy is dead."""
+    """Decode a batch: the messages that are events, and the dead letters of the rest."""
     now = datetime.now(UTC)
-    good: dict[uuid.UUID, Decoded] = {}
+    good: list[Decoded] = []
     dead: list[Dead] = []
     for rec in records:
         item = decode(
@@ -126,7 +126,19 @@ def plan(
         )
         if isinstance(item, Dead):
             dead.append(item)
-            continue
+        else:
+            good.append(item)
+    return good, dead
+
+
+def dedupe(items: Sequence[Decoded]) -> tuple[list[Decoded], list[Dead]]:
+    """Drop repeats inside a batch: the first copy of an id wins, a different copy is dead.
+
+    Run on authenticated items only: a forged copy ahead of the real message must not win.
+    """
+    good: dict[uuid.UUID, Decoded] = {}
+    dead: list[Dead] = []
+    for item in items:
         event_id: uuid.UUID = item.event.event_id  # type: ignore[attr-defined]
         first = good.get(event_id)
         if first is None:
@@ -149,9 +161,13 @@ async def apply_batch(
     async with engine.begin() as conn:
         from_park = [(r.topic, r.partition, r.offset) for r in records if r.parked]
         await repo.unpark(conn, from_park)
-        # Who sent each message (contract section 8); unsigned or unauthorized messages become dead letters.
+        # Who sent each message (contract section 8); unsigned or unauthorized messages become dead letters,
+        # and so do repeats of an id inside the batch, among the authenticated ones only.
+        dead = await authn.vouch_for_dead(conn, dead, settings)
         decoded, refused = await authn.authenticate(conn, decoded, settings)
         dead += refused
+        decoded, clashes = dedupe(decoded)
+        dead += clashes
         # Who may change each lot (section 7): refused events are dead letters; events about a lot with no
         # holder yet wait for its creating event.
         decoded, waiting, refused, owner_findings = await judge_ownership(conn, decoded)
