@@ -59,17 +59,22 @@ from trace_service.settings import Settings
 
 
 def _event(operator: str, i: int) -> dict[str, Any]:
+    # A harvest creates its own lot: an event about a lot nobody created would wait for its holder
+    # (contract section 7) instead of being applied.
     return {
         "event_id": str(uuid.uuid4()),
-        "event_type": "lot.tested",
+        "event_type": "produce.harvested",
         "occurred_at": "2026-11-25T03:40:00+08:00",
         "operator": operator,
         "data": {
-            "lot": f"BENCH{i:012d}",
-            "test": "pesticide_rapid",
-            "method": "enzyme inhibition",
-            "value": round(10 + (i % 400) / 10, 1),
-            "result": "pass",
+            "lot": f"BENCH{i:012d}{secrets.token_hex(2).upper()}",
+            "base_code": operator,
+            "product_code": "VEG-CHOYSUM",
+            "product_name": "菜心",
+            "weight_kg": round(10 + (i % 400) / 10, 1),
+            "compliance_cert_number": "HG-2026-000123",
+            "origin_region": "442000",
+            "harvested_at": "2026-11-25T03:00:00+08:00",
         },
     }
 
