@@ -17,7 +17,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.support import Actors, harvested_event, lot_tested_event, wait_for
+from tests.support import Actors, harvested_event, lot_tested_event, produce, wait_for
+from trace_service.settings import Settings
 
 NUL = "\u0000"
 
@@ -143,3 +144,68 @@ async def test_a_message_the_database_refuses_is_split_out_and_the_rest_applied(
     # The worker goes on: a later event is applied as usual.
     r = await client.post("/v1/events?wait=true", json=harvested_event(op), headers=key)
     assert r.json()["events"][0]["status"] == "applied", r.text
+
+
+async def test_poison_produced_straight_to_kafka_is_dead_lettered_and_the_rest_applied(
+    client: httpx.AsyncClient, actors: Actors, worker: None, settings: Settings, db: asyncpg.Connection
+) -> None:
+    """The Kafka path: an integrator's signed stream with the whole corpus in it. Each poison is an
+    invalid_event dead letter naming its field, the valid events around it are applied, the worker goes on."""
+    op, key = await actors.operator_with_key()
+    integrator = await actors.integrator([op])
+    good = [harvested_event(op) for _ in range(10)]
+    poisons = [item for _, item, _ in corpus(op)]
+    values = [orjson.dumps(e) for e in good[:5]] + [
+        p if isinstance(p, bytes) else orjson.dumps(p) for p in poisons
+    ] + [orjson.dumps(e) for e in good[5:]]  # fmt: skip
+    await produce(settings, [(op.encode(), v, integrator.sign(op.encode(), v)) for v in values])
+
+    async def all_in() -> int | None:
+        applied = await db.fetchval(
+            "SELECT count(*) FROM events WHERE event_id = ANY($1::uuid[])", [uuid.UUID(e["event_id"]) for e in good]
+        )
+        return applied if applied == len(good) else None
+
+    await wait_for(all_in, timeout=30)
+    regulator = await actors.staff_key()
+
+    async def dead_fields() -> list[str] | None:
+        r = await client.get("/v1/dead-letters?error_code=invalid_event&limit=500", headers=regulator)
+        mine = [d for d in r.json()["items"] if d["topic"] == settings.topic_events]
+        if len(mine) < len(poisons):
+            return None
+        return [f.get("field") for d in mine for f in d["details"]]
+
+    fields = await wait_for(dead_fields, timeout=30)
+    for what, _, field in corpus(op):
+        assert field in fields, (what, fields)
+    r = await client.post("/v1/events?wait=true", json=harvested_event(op), headers=key)
+    assert r.json()["events"][0]["status"] == "applied", r.text
+
+
+async def test_an_integrator_cannot_change_another_operators_lot(
+    client: httpx.AsyncClient, actors: Actors, worker: None, settings: Settings
+) -> None:
+    """Ownership on the Kafka path: the integrator reports for A; B's lot is out of its reach whatever the
+    arrival order, and the refusal is a not_holder dead letter."""
+    a = await actors.operator()
+    b, b_key = await actors.operator_with_key()
+    integrator = await actors.integrator([a])
+    harvest = harvested_event(b)
+    lot = harvest["data"]["lot"]
+    assert (await client.post("/v1/events?wait=true", json=harvest, headers=b_key)).status_code == 200
+    failing = lot_tested_event(a, lot=lot, result="fail")
+    value = orjson.dumps(failing)
+    await produce(settings, [(a.encode(), value, integrator.sign(a.encode(), value))])
+    regulator = await actors.staff_key()
+
+    async def refused() -> dict[str, Any] | None:
+        r = await client.get(f"/v1/events/{failing['event_id']}", headers=regulator)
+        if r.status_code == 404:  # produced straight to Kafka: unknown until the worker has read it
+            return None
+        body: dict[str, Any] = r.json()
+        return body if body["status"] == "rejected" else None
+
+    assert (await wait_for(refused))["reason"] == "not_holder"
+    lot_now = (await client.get(f"/v1/lots/{lot}", headers=b_key)).json()
+    assert (lot_now["status"], lot_now["facts"]) == ("active", [])
