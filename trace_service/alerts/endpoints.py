@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from trace_service.access import service as access
-from trace_service.access.http import CurrentPrincipal, UnitOfWork
+from trace_service.access.http import CurrentPrincipal, UnitOfWork, database_answers
 from trace_service.access.models import Role
 from trace_service.alerts import service
 from trace_service.alerts.service import AlertStream
+from trace_service.contract.events import Time
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 
@@ -37,7 +37,9 @@ async def list_alerts(
     severity: Literal["info", "warning", "critical"] | None = None,
     rule: Annotated[str | None, Query(pattern=r"^[a-z_]{3,40}$")] = None,
     operator: Annotated[str | None, Query(pattern=r"^[0-9A-Z]{6,20}$")] = None,
-    since: Annotated[datetime | None, Query(description="changed at or after (RFC 3339 with offset)")] = None,
+    # The contract's time: RFC 3339 with an offset, in the range the store keeps (unix seconds, naive
+    # times and year 1 are 422, not a query Postgres cannot run).
+    since: Annotated[Time | None, Query(description="changed at or after (RFC 3339 with offset)")] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Any:
@@ -48,7 +50,11 @@ async def list_alerts(
     )  # fmt: skip
 
 
-@router.get("/stream", responses={200: {"content": {"text/event-stream": {}}}})
+@router.get(
+    "/stream",
+    responses={200: {"content": {"text/event-stream": {}}}, 503: {"description": "the database does not answer"}},
+    dependencies=[Depends(database_answers)],
+)
 async def stream(
     request: Request,
     principal: CurrentPrincipal,

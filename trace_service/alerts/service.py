@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -16,9 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from trace_service.access import service as access
 from trace_service.access.models import Principal, Role
 from trace_service.alerts import repository as repo
+from trace_service.contract.events import storable_time
 from trace_service.errors import Conflict, InvalidInput, NotFound
 
 log = structlog.get_logger(__name__)
+_ALERT_ID = re.compile(r"al_[0-9a-f]{24}")
 
 
 def _cursor(created_at: datetime, alert_id: str) -> str:
@@ -29,9 +32,12 @@ def _parse_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         moment, _, alert_id = raw.partition("|")
+        # A cursor comes back from the client: only what this service could have written is taken, so a
+        # forged one (a NUL in the id, year 1 with an offset) is a 422, not a query Postgres refuses.
         parsed = datetime.fromisoformat(moment)
-        if parsed.tzinfo is None or not alert_id.startswith("al_"):
+        if parsed.tzinfo is None or not _ALERT_ID.fullmatch(alert_id):
             raise ValueError(raw)
+        storable_time(parsed)
     except ValueError:
         raise InvalidInput(
             "the cursor is not valid", details=[{"field": "cursor", "message": "not a cursor"}]

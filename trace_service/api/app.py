@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from trace_service import __version__
 from trace_service.access.endpoints import integrators_router
@@ -14,9 +14,10 @@ from trace_service.access.endpoints import router as access_router
 from trace_service.access.http import PrincipalCache
 from trace_service.alerts.endpoints import router as alerts_router
 from trace_service.alerts.service import AlertStream
-from trace_service.api.errors import install_error_handlers
+from trace_service.api.errors import ErrorBoundary, install_error_handlers
 from trace_service.api.health import router as health_router
-from trace_service.api.limits import BodyLimit
+from trace_service.api.limits import BodyLimit, HeaderLimit
+from trace_service.api.text import storable_request_text
 from trace_service.chain.endpoints import public_router
 from trace_service.chain.endpoints import router as chain_router
 from trace_service.codes.endpoints import router as codes_router
@@ -65,9 +66,16 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         summary="Meat and vegetable traceability (肉菜流通追溯): intake, lineage, recall, alerts",
         lifespan=lifespan,
+        # Starlette's redirect of a path with a trailing slash builds its absolute URL from the Host
+        # header: a forged header would send the client elsewhere. The API's paths have none; 404.
+        redirect_slashes=False,
+        dependencies=[Depends(storable_request_text)],
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.body_limit_bytes)
+    app.add_middleware(HeaderLimit, limit=settings.max_header_bytes)
+    # Added last, so it wraps the others: every failure below it is answered and the connection kept.
+    app.add_middleware(ErrorBoundary)
     app.include_router(health_router)
     app.include_router(ingest_router)
     app.include_router(access_router)

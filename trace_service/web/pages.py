@@ -12,7 +12,7 @@ import io
 import re
 from datetime import date
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import segno
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -27,8 +27,10 @@ from trace_service.alerts import service as alerts
 from trace_service.alerts.endpoints import AlertId, Note, alert_event_stream
 from trace_service.alerts.service import AlertStream
 from trace_service.chain.service import ChainService
-from trace_service.errors import DomainError, Forbidden, NotFound, Unauthorized
+from trace_service.contract.events import storable_text
+from trace_service.errors import DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
 from trace_service.market import service as market
+from trace_service.settings import Settings
 from trace_service.web import session, templates, views
 from trace_service.web.session import Session
 
@@ -40,12 +42,40 @@ Engine = Annotated[AsyncEngine, Depends(get_engine)]
 UnitOfWork = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]
 Lot = Annotated[str, Path(pattern=r"^[0-9A-Z]{8,32}$")]
 MAX_FORM_BYTES = 8192
+MAX_FORM_FIELDS = 10  # the console's forms have two or three
 SHOWN_CODE_CHARS = 64  # what a not-found page echoes of a code typed into the address bar
 
 
 def static_files() -> StaticFiles:
     """The pages' CSS and JavaScript, served by the service itself (closed networks: no outside host)."""
     return StaticFiles(directory=templates.STATIC)
+
+
+def is_page(path: str) -> bool:
+    """Whether a browser navigates to ``path`` (an HTML page), as opposed to calling it from a script."""
+    if path == "/t" or (path.startswith("/t/") and not path.endswith("/qr.svg")):
+        return True
+    return path in ("/console", "/console/login", "/console/logout")
+
+
+def unavailable_page(retry_after: int, headers: dict[str, str]) -> Response:
+    """The page of a 503: a dependency is down. Small, static, and it tells when to try again."""
+    response = templates.render("unavailable.html", status=503, cache="no-store", lang="zh", retry_after=retry_after)
+    response.headers.update(headers)
+    return response
+
+
+def public_url(settings: Settings, path: str) -> str:
+    """The address of ``path`` as the public knows the service (``TRACE_PUBLIC_BASE_URL``), never as the
+    request's ``Host`` header says: a forged header must not end up printed on a label."""
+    return settings.public_base_url.rstrip("/") + path
+
+
+def public_path(settings: Settings, path: str) -> str:
+    """A redirect target: the public base URL's path before ``path``, without scheme and host, so the
+    browser stays on the address it used (a dev server on another port, a proxy's own name) and no
+    ``Host`` header is ever echoed."""
+    return urlsplit(settings.public_base_url).path.rstrip("/") + path
 
 
 # -- the consumer's page ---------------------------------------------------------------------------
@@ -80,7 +110,7 @@ async def lookup(
     wanted = re.sub(r"\s+", "", code).upper()
     if not re.fullmatch(settings.codes.lot, wanted):
         return _not_found(code, language)
-    return RedirectResponse(f"/t/{quote(wanted)}?lang={language}", status_code=303)
+    return RedirectResponse(public_path(settings, f"/t/{quote(wanted)}?lang={language}"), status_code=303)
 
 
 @router.get("/t/{code}", name="consumer_trace")
@@ -108,12 +138,12 @@ async def consumer_trace(
 
 
 @router.get("/t/{code}/qr.svg")
-async def consumer_qr(code: str, request: Request, settings: CurrentSettings) -> Response:
+async def consumer_qr(code: str, settings: CurrentSettings) -> Response:
     """A QR code of the page's URL, for labels and receipts. Any well-formed code: labels are printed
     before the lot is reported."""
     if not re.fullmatch(settings.codes.lot, code):
         raise NotFound(f"no lot or sale {code[:SHOWN_CODE_CHARS]}")
-    url = str(request.url_for("consumer_trace", code=code))
+    url = public_url(settings, f"/t/{code}")
     out = io.BytesIO()
     segno.make(url, error="m", micro=False).save(out, kind="svg", scale=4, border=4, xmldecl=True)
     return Response(
@@ -142,7 +172,23 @@ async def _form(request: Request) -> dict[str, str]:
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
         return {}
-    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), max_num_fields=10).items()}
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:  # parse_qs refuses more fields than allowed with a bare ValueError
+        raise InvalidInput(
+            f"the form has more than {MAX_FORM_FIELDS} fields",
+            details=[{"field": None, "in": "body", "type": "too_many_fields", "message": "too many form fields"}],
+        ) from None
+    form = {k: v[0] for k, v in fields.items()}
+    problems = []
+    for name, value in form.items():
+        try:
+            storable_text(value)
+        except ValueError as exc:
+            problems.append({"field": name[:64], "in": "body", "type": "string_not_storable", "message": str(exc)})
+    if problems:
+        raise InvalidInput("the form is not valid", details=problems)
+    return form
 
 
 def _login_page(request: Request, *, status: int = 200, error: str | None = None) -> Response:
@@ -204,7 +250,7 @@ async def console_login(request: Request, engine: Engine, settings: CurrentSetti
             else f"无法登录。{exc.message}"
         )
         return _login_page(request, status=403, error=message)
-    response = RedirectResponse("/console", status_code=303)
+    response = RedirectResponse(public_path(settings, "/console"), status_code=303)
     response.headers["Cache-Control"] = "no-store"
     session.set_session(request, response, key)
     return response
@@ -219,7 +265,7 @@ async def console_logout(request: Request, engine: Engine, settings: CurrentSett
         current = None  # already signed out, or the key was revoked: clearing the cookie is all there is
     if current is not None:
         session.check_csrf(request, current, form.get("csrf"))
-    response = RedirectResponse("/console", status_code=303)
+    response = RedirectResponse(public_path(settings, "/console"), status_code=303)
     response.headers["Cache-Control"] = "no-store"
     session.clear_session(request, response)
     return response
