@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trace_service.access import service as access
@@ -195,7 +195,7 @@ class IntakeService:
         try:
             async with self._engine.begin() as conn:
                 await repo.forget_intake(conn, ids)
-        except (OperationalError, InterfaceError, OSError) as exc:
+        except (DBAPIError, OSError) as exc:
             # The rows stay and the redeliverer produces them later: the events are applied although
             # this request answered 503, which a retry of the same ids makes harmless.
             log.warning("intake_ledger_cleanup_failed", error=type(exc).__name__, count=len(ids))

@@ -49,11 +49,11 @@ from trace_service.settings import Settings
 
 DRAIN_SECONDS = 15.0
 DEMO = ["simulate", "--days", "7", "--scale", "small", "--seed", "1", "--anomalies", "0.01"]
-# Restart backoff: the first restart after a second, doubling while the process keeps dying, back to the
-# first step once it has stayed up for a while.
+# Restart backoff: the first restart after a second, doubling while the process keeps dying soon after it
+# started (a crash loop: a port taken, a broken install), back to the first step once it stayed up a while.
 RESTART_FIRST_SECONDS = 1.0
 RESTART_MAX_SECONDS = 30.0
-STABLE_SECONDS = 60.0
+STABLE_SECONDS = 10.0
 POLL_SECONDS = 0.5
 
 
@@ -264,7 +264,7 @@ class _Supervisor:
             wait = self._postgres_backoff.failed(now)
             _say(f"PostgreSQL did not start yet ({str(exc).splitlines()[0][:200]}); trying again in {wait:.0f} s")
             return
-        _say(f"PostgreSQL is back (pid {self.postgres.pid}) after {now - self._postgres_down_since:.1f} s")
+        _say(f"PostgreSQL is back (pid {self.postgres.pid}) after {time.monotonic() - self._postgres_down_since:.1f} s")
         self._postgres_down_since = None
         self._postgres_backoff.reset()
 
@@ -280,7 +280,7 @@ class _Supervisor:
             )
             # The workers' groups and offsets lived in the old broker: they rejoin the new one afresh.
             for w in self.workers:
-                w.stop(timeout=5.0)
+                w.stop(timeout=3.0)  # a worker whose broker is gone may not get out of its client: kill it
             broker.stop()  # reaps it
         if now < self._broker_backoff.due:
             return
@@ -303,7 +303,8 @@ class _Supervisor:
         self.broker = fresh
         for w in self.workers:
             w.start()
-        _say(f"the broker is back (pid {fresh.pid}) after {now - self._broker_down_since:.1f} s; workers restarted")
+        down = time.monotonic() - self._broker_down_since
+        _say(f"the broker is back (pid {fresh.pid}) after {down:.1f} s; workers restarted")
         self._broker_down_since = None
         self._broker_backoff.reset()
 

@@ -55,13 +55,14 @@ async def redeliver_forgotten(
 ) -> int:
     """Produce again the ledger rows that are due (acks=all); how many. Failures are the caller's to log:
     a row claimed but not produced is tried again after its next backoff, so nothing is lost."""
+    # A backlog is consumed first: behind one, old rows are many and mostly waiting in the log, and scanning
+    # them every tick would only slow the catch-up. Within one batch of the end, a row older than `after` is
+    # rarely still in the log (after a stall it may be: its copy is then only extra work).
+    if not await caught_up(consumer, settings.worker_max_records):
+        return 0
     after = settings.redeliver_after_seconds
     async with engine.begin() as conn:
         await ledger.retire_rejected(conn, after_seconds=after)
-    # A backlog in hand is consumed first; within one batch of the end, a row older than `after` is not in it.
-    if not await caught_up(consumer, settings.worker_max_records):
-        return 0
-    async with engine.begin() as conn:
         due = await ledger.claim_due(
             conn, after_seconds=after, cap_seconds=max(BACKOFF_CAP_SECONDS, after), limit=BATCH
         )
