@@ -346,6 +346,10 @@ def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1, demo: boo
         if "TRACE_KEY_PEPPER" not in os.environ:
             env["TRACE_KEY_PEPPER"] = _secret_file(data_dir / "key-pepper")
 
+        # QR codes and redirects name the address this dev serves on, unless a public one is configured.
+        local_host = host if host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
+        env.setdefault("TRACE_PUBLIC_BASE_URL", f"http://{local_host}:{port}")
+
         settings = Settings(database_url=env["TRACE_DATABASE_URL"], kafka_bootstrap=env["TRACE_KAFKA_BOOTSTRAP"])
         _say("migrating the database")
         migrate(settings.database_url)
@@ -362,7 +366,7 @@ def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1, demo: boo
         supervisor = _Supervisor(settings, data_dir, postgres, broker, [*worker_children, api], worker_children)
         for child in supervisor.children:
             child.start()
-        url = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}"  # noqa: S104
+        url = f"http://{local_host}:{port}"
         announced = False
         while True:
             supervisor.tick()
