@@ -67,6 +67,12 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError | TimeoutError | asyncpg.exceptions.InterfaceError | asyncpg.PostgresConnectionError)
 
 
+def _lock_conflict(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    return sqlstate in ("40001", "40P01")
+
+
 async def _retry(
     what: str,
     fn: Callable[[], Awaitable[T]],
@@ -89,8 +95,8 @@ async def _retry(
         except Exception as exc:
             if not is_transient(exc) or (attempts is not None and attempt >= attempts):
                 raise
-            if on_failure is not None:
-                on_failure()
+            if on_failure is not None and not _lock_conflict(exc):
+                on_failure()  # an outage; a deadlock or serialization failure between workers is not one
             attempt += 1
             log.warning("retrying", what=what, attempt=attempt, error=type(exc).__name__, detail=str(exc)[:200])
             if stop is not None and stop.is_set() and attempt > 3:
