@@ -223,18 +223,16 @@ class IntakeService:
                     problems.append({"index": i, "field": "operator", "message": f"operator {op} is suspended"})
         if problems:
             raise Forbidden("this key may not report these events; nothing was accepted", details=problems)
-        await self._check_holders(conn, principal, events)
+        if not principal.is_staff:
+            await self._check_holders(conn, scope or {}, events)
 
-    async def _check_holders(self, conn: Any, principal: Principal, events: Sequence[BaseModel]) -> None:
+    async def _check_holders(self, conn: Any, scope: dict[str, str], events: Sequence[BaseModel]) -> None:
         """Contract section 7 where the API can already tell: a lot held by an operator this key does not report
         for (403 ``not_holder``), a code held by another operator (409 ``lot_taken``). Lots with no holder yet
         are the worker's to decide, whatever order the events arrive in."""
-        if principal.is_staff:
-            return
         held = await chain_repo.holders(conn, ownership.codes_of(events))
         if not held:
             return
-        scope = await access.reporting_scope(conn, principal) or {}
         not_holder: list[dict[str, Any]] = []
         taken: list[dict[str, Any]] = []
         for i, ev in enumerate(events):
