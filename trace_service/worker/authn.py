@@ -30,7 +30,7 @@ from trace_service.access import repository as access_repo
 from trace_service.access.integrators import signing_master
 from trace_service.contract import signing
 from trace_service.settings import Settings
-from trace_service.worker.decode import Actor, Dead, Decoded
+from trace_service.worker.decode import Actor, Dead, Decoded, refused
 
 log = structlog.get_logger(__name__)
 
@@ -130,17 +130,7 @@ def _dead(item: Decoded, refusal: _Refusal, key_id: str | None = None) -> Dead:
         details = [{"field": "operator", "type": refusal.code, "message": refusal.message, "key_id": key_id}]
     else:
         details = [_claimed(refusal.code, refusal.message, key_id, event_id, operator)]
-    return Dead(
-        position=item.position,
-        key=item.key,
-        raw=item.raw,
-        code=refusal.code,
-        message=refusal.message,
-        details=details,
-        event_id=event_id if refusal.in_scope else None,
-        operator=operator if refusal.in_scope else None,
-        headers=item.headers,
-    )
+    return refused(item, refusal.code, refusal.message, details, identified=refusal.in_scope)
 
 
 def _unauthenticated(message: str) -> _Refusal:

@@ -129,17 +129,26 @@ def decode(
     )
 
 
-def conflicting(item: Decoded) -> Dead:
+def refused(
+    item: Decoded, code: str, message: str, details: list[Any] | None = None, *, identified: bool = True
+) -> Dead:
+    """The dead letter of a decoded message. ``identified``: it speaks for its event id and operator (their
+    status, their ledger row); a message not shown to be its sender's must not."""
     return Dead(
         position=item.position,
         key=item.key,
         raw=item.raw,
-        code="conflicting_duplicate",
-        message="this event_id is known with different content",
-        event_id=item.event.event_id,  # type: ignore[attr-defined]
-        operator=item.event.operator,  # type: ignore[attr-defined]
+        code=code,
+        message=message,
+        details=details or [],
+        event_id=item.event.event_id if identified else None,  # type: ignore[attr-defined]
+        operator=item.event.operator if identified else None,  # type: ignore[attr-defined]
         headers=item.headers,
     )
+
+
+def conflicting(item: Decoded) -> Dead:
+    return refused(item, "conflicting_duplicate", "this event_id is known with different content")
 
 
 def unapplicable(

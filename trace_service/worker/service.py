@@ -22,6 +22,7 @@ from trace_service.settings import Settings
 from trace_service.worker import authn
 from trace_service.worker import repository as repo
 from trace_service.worker.decode import Dead, Decoded, Position, conflicting, decode
+from trace_service.worker.decode import refused as dead_letter_of
 
 
 @dataclass(frozen=True)
@@ -59,17 +60,8 @@ def parked_records(rows: Sequence[Any]) -> list[Record]:
 
 
 def _refused(item: Decoded, refusal: ownership.Refusal) -> Dead:
-    return Dead(
-        position=item.position,
-        key=item.key,
-        raw=item.raw,
-        code=refusal.code,
-        message=refusal.message,
-        details=[{"field": refusal.field, "lot": refusal.lot, "holder": refusal.holder}],
-        event_id=item.event.event_id,  # type: ignore[attr-defined]
-        operator=item.event.operator,  # type: ignore[attr-defined]
-        headers=item.headers,
-    )
+    details = [{"field": refusal.field, "lot": refusal.lot, "holder": refusal.holder}]
+    return dead_letter_of(item, refusal.code, refusal.message, details)
 
 
 async def judge_ownership(
