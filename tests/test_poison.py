@@ -8,6 +8,7 @@ the database's reason, every other event of the batch is applied, and the worker
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -54,6 +55,8 @@ def corpus(op: str) -> list[tuple[str, dict[str, Any] | bytes, str]]:
             "origin_region": "442000",
         },
     }  # fmt: skip
+    # JSON allows the escape of a lone surrogate; Postgres cannot store it.
+    raw_surrogate = json.dumps(_with(harvest, "data.product_name", "菜\ud800心")).encode()
     raw_nan = orjson.dumps(test).replace(b'"value":12.5', b'"value":NaN')
     raw_inf = orjson.dumps(test).replace(b'"value":12.5', b'"value":1e400')
     assert raw_nan != orjson.dumps(test)
@@ -67,6 +70,7 @@ def corpus(op: str) -> list[tuple[str, dict[str, Any] | bytes, str]]:
         ("before 1970", _with(harvest, "data.harvested_at", "1969-12-31T23:59:59+00:00"), "data.harvested_at"),
         ("unix seconds as a string", _with(harvest, "data.harvested_at", "1700000000"), "data.harvested_at"),
         ("unix seconds as a number", _with(harvest, "occurred_at", 1700000000), "occurred_at"),
+        ("a lone surrogate", raw_surrogate, "data.product_name"),
         ("NaN", raw_nan, "data.value"),
         ("infinity", raw_inf, "data.value"),
     ]  # fmt: skip

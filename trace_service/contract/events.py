@@ -8,6 +8,7 @@ unknown fields are rejected, times must carry an offset, codes must match their 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -356,6 +357,53 @@ def describe_errors(exc: ValidationError, *, batch: bool) -> list[dict[str, Any]
             item["message"] = err["msg"]
         details.append(item)
     return details
+
+
+def unstorable_strings(body: bytes, *, batch: bool, limit: int = 50) -> list[dict[str, Any]]:
+    """The strings of a body that hold a lone surrogate, as the contract's ``details``.
+
+    JSON allows the escape ``"\\ud800"``; pydantic-core's parser refuses it as invalid JSON. When it has, this
+    reads the body with Python's parser, which accepts it, so that the answer is a 422 naming the field (as
+    for a NUL) rather than a 400 for JSON that is in fact well formed. Empty when the body is not JSON.
+    """
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return []
+    found: list[dict[str, Any]] = []
+
+    def walk(node: Any, loc: list[str | int]) -> None:
+        if len(found) >= limit:
+            return
+        if isinstance(node, str):
+            try:
+                storable_text(node)
+            except ValueError as exc:
+                item: dict[str, Any] = {}
+                path = list(loc)
+                if batch and path and isinstance(path[0], int):
+                    item["index"] = path.pop(0)
+                item |= {"field": ".".join(str(p) for p in path) or None, "type": "string_not_storable"}
+                item["message"] = str(exc)
+                found.append(item)
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                walk(key, [*loc, key] if storable_key(key) else loc)
+                walk(child, [*loc, key])
+        elif isinstance(node, list):
+            for i, child in enumerate(node):
+                walk(child, [*loc, i])
+
+    walk(value, [])
+    return found
+
+
+def storable_key(key: str) -> bool:
+    try:
+        storable_text(key)
+    except ValueError:
+        return False
+    return True
 
 
 def future_limit(now: datetime, skew_seconds: int) -> datetime:

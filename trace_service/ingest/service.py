@@ -21,7 +21,13 @@ from trace_service.access.models import Principal, Role
 from trace_service.alerts import repository as alerts_repo
 from trace_service.chain import ownership
 from trace_service.chain import repository as chain_repo
-from trace_service.contract.events import Catalogue, canonical_bytes, describe_errors, fingerprint
+from trace_service.contract.events import (
+    Catalogue,
+    canonical_bytes,
+    describe_errors,
+    fingerprint,
+    unstorable_strings,
+)
 from trace_service.errors import (
     BadRequest,
     Conflict,
@@ -78,6 +84,8 @@ class IntakeService:
         except ValidationError as exc:
             details = describe_errors(exc, batch=batch)
             if any(d["type"] == "json_invalid" for d in details):
+                if unstorable := unstorable_strings(body, batch=batch):
+                    raise InvalidInput("the events are not valid; nothing was accepted", details=unstorable) from None
                 raise BadRequest("the body is not valid JSON", details=details, code="malformed_json") from None
             if batch and details and details[0].get("field") is None and "index" not in details[0]:
                 message = f"send between 1 and {self._settings.max_events_per_request} events"

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from trace_service.contract.events import Catalogue, canonical_bytes, describe_errors, fingerprint
+from trace_service.contract.events import Catalogue, canonical_bytes, describe_errors, fingerprint, unstorable_strings
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,8 @@ def decode(
     except ValidationError as exc:
         details = describe_errors(exc, batch=False)
         malformed = any(d["type"] == "json_invalid" for d in details)
+        if malformed and (unstorable := unstorable_strings(raw, batch=False)):
+            details, malformed = unstorable, False
         event_id, operator = _salvage(raw)
         return Dead(
             position=position,
