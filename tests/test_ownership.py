@@ -337,3 +337,29 @@ async def test_a_slaughter_intake_counts_only_when_the_farm_dispatched_to_that_s
     _assert_applied(await client.post("/v1/events?wait=true", json=received(slaughterhouse), headers=s_key))
     assert (await _lot(client, farm_key, lot))["head"]["out"] == 1
     assert (await client.get(f"/v1/lots/{lot}", headers=s_key)).status_code == 200
+
+
+async def test_an_event_about_a_lot_nobody_creates_is_rejected_after_the_park_period(
+    database_url: str, broker_bootstrap: str
+) -> None:
+    from tests.conftest import ADMIN_TOKEN, api_client, make_settings, running_worker
+    from trace_service.settings import RuleSettings
+
+    settings = make_settings(
+        database_url, broker_bootstrap, rules=RuleSettings(settle_seconds=2.0, grace_seconds=3, tick_seconds=0.2,
+                                                           park_seconds=1)
+    )  # fmt: skip
+    async with api_client(settings) as client, running_worker(settings):
+        actors = Actors(client, ADMIN_TOKEN)
+        op, key = await actors.operator_with_key(kind="wholesale_market")
+        orphan = attacks(op, code("N", 16))["lot.tested"]
+        r = await client.post("/v1/events?wait=true", json=orphan, headers=key)
+        assert r.json()["events"][0]["waiting_for"] == [orphan["data"]["lot"]], r.text
+
+        async def decided() -> dict[str, Any] | None:
+            body = await _status(client, key, orphan["event_id"])
+            return body if body["status"] == "rejected" else None
+
+        body = await wait_for(decided, timeout=30)
+        assert body["reason"] == "lot_unknown"
+        assert orphan["data"]["lot"] in body["message"]

@@ -120,6 +120,8 @@ def _reason(exc: BaseException) -> str:
 INTAKE_SWEEP_SECONDS = 30.0
 # How often a worker looks for parked events freed by another worker's commit, or expired.
 PARKED_SWEEP_SECONDS = 5.0
+PARKED_RACE_WINDOW_SECONDS = 600.0
+PARKED_FULL_SWEEP_SECONDS = 600.0
 
 
 class Worker:
@@ -135,6 +137,7 @@ class Worker:
         self._consumer_obj: AIOKafkaConsumer | None = None
         self._next_intake_sweep = 0.0
         self._next_parked_sweep = 0.0
+        self._next_full_parked_sweep = 0.0
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions this worker holds right now (empty before it joined the group)."""
@@ -292,8 +295,15 @@ class Worker:
 
     async def _parked_sweep(self, producer: AIOKafkaProducer) -> None:
         """Parked events freed by another worker's commit, and those whose lot never got a holder."""
+        # A parked event misses its lot's creation only when the two were committed by two workers at the same
+        # time; those are recent. Every row is looked at now and then all the same.
+        loop = asyncio.get_running_loop()
+        window: float | None = PARKED_RACE_WINDOW_SECONDS
+        if loop.time() >= self._next_full_parked_sweep:
+            self._next_full_parked_sweep = loop.time() + PARKED_FULL_SWEEP_SECONDS
+            window = None
         async with self.engine.connect() as conn:
-            ready = parked_records(await worker_repo.ready_parked(conn, None))
+            ready = parked_records(await worker_repo.ready_parked(conn, None, parked_within=window))
         outcome = await self._apply(ready) if ready else BatchOutcome()
         await self._apply_unparked(outcome)
         grace = self.settings.rules.park_seconds

@@ -129,6 +129,7 @@ _READY = """
 SELECT p.topic, p.kafka_partition, p.kafka_offset, p.kafka_key, p.raw, p.headers
 FROM parked_events p
 WHERE (CAST($1 AS text[]) IS NULL OR p.waits_for && $1::text[])
+  AND (CAST($3 AS float8) IS NULL OR p.parked_at > now() - make_interval(secs => $3))
   AND NOT EXISTS (
       SELECT 1 FROM unnest(p.waits_for) w(code)
       LEFT JOIN lots l ON l.code = w.code
@@ -185,10 +186,15 @@ async def unpark(conn: AsyncConnection, positions: Sequence[tuple[str, int, int]
         )
 
 
-async def ready_parked(conn: AsyncConnection, codes: Sequence[str] | None, limit: int = 5000) -> list[Any]:
+async def ready_parked(
+    conn: AsyncConnection, codes: Sequence[str] | None, limit: int = 5000, *, parked_within: float | None = None
+) -> list[Any]:
+    """Parked events whose lots all have a holder now: among those waiting for ``codes`` (None: any), parked in
+    the last ``parked_within`` seconds (None: ever)."""
     if codes is not None and not codes:
         return []
-    return list(await conn.exec_driver_sql(_READY, (list(codes) if codes is not None else None, limit)))
+    rows = await conn.exec_driver_sql(_READY, (list(codes) if codes is not None else None, limit, parked_within))
+    return list(rows)
 
 
 async def expire_parked(conn: AsyncConnection, after_seconds: float, limit: int = 5000) -> list[Any]:
