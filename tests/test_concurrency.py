@@ -7,6 +7,7 @@ import uuid
 from decimal import Decimal
 
 import asyncpg
+import pytest
 
 from tests.support import code
 from trace_service.chain import repository as chain_repo
@@ -77,3 +78,44 @@ async def test_intake_rows_left_by_the_api_after_the_apply_are_swept(
     left = {r["event_id"] for r in await db.fetch("SELECT event_id FROM intake WHERE event_id = ANY($1::uuid[])",
                                                    [applied, in_flight])}  # fmt: skip
     assert left == {in_flight}
+
+
+async def test_a_code_created_meanwhile_by_another_holder_is_never_taken_over(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    """Two workers create one code for two holders at once (each judged the code free). The one that commits
+    second must not overwrite the first's holder, even with an earlier occurred_at: its batch fails as an
+    ownership race, which the worker retries and then refuses as lot_taken."""
+    from tests.support import harvested_event
+    from trace_service.chain import projection
+    from trace_service.contract.events import build_catalogue
+
+    lot = code("TAKE", 16)
+    catalogue = build_catalogue()
+    first, second = (
+        harvested_event("OPFIRST001"),
+        harvested_event("OPSECOND01", occurred_at="2026-11-24T05:00:00+08:00"),
+    )
+    for e in (first, second):
+        e["data"]["lot"] = lot
+        e["data"]["base_code"] = e["operator"]
+    plans = [projection.plan([catalogue.event.validate_python(e, strict=False)]) for e in (first, second)]
+    engine = create_engine(settings, pool_size=2, name="test-take")
+    try:
+        async with engine.connect() as one:
+            tx = await one.begin()
+            await chain_repo.apply_plan(one, plans[0])  # the first worker, not committed yet
+
+            async def other() -> chain_repo.Applied:
+                async with engine.begin() as conn:
+                    return await chain_repo.apply_plan(conn, plans[1])
+
+            task = asyncio.create_task(other())
+            await asyncio.sleep(0.5)
+            assert not task.done()  # waiting on the first worker's row
+            await tx.commit()
+            with pytest.raises(chain_repo.OwnershipRace, match=lot):
+                await asyncio.wait_for(task, 10)
+    finally:
+        await engine.dispose()
+    assert await db.fetchval("SELECT holder FROM lots WHERE code = $1", lot) == "OPFIRST001"

@@ -68,8 +68,22 @@ FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::ti
      AS c(id, kind, product_code, product_name, holder, created_at, event_id, event_type, kg, head, origin_region,
           documents, category, slaughtered_at)
 WHERE l.id = c.id
-  AND (l.created_by_event IS NULL OR (c.created_at, c.event_id) < (l.created_at, l.created_by_event))
+  AND (l.created_by_event IS NULL
+       OR (l.holder = c.holder AND (c.created_at, c.event_id) < (l.created_at, l.created_by_event)))
 """
+
+# Codes of this batch's creations that another holder created: a concurrent worker committed them after this
+# batch judged its holders (contract section 7: the code is that holder's, never taken over).
+_TAKEN_MEANWHILE = """
+SELECT l.code FROM lots l JOIN unnest($1::text[], $2::text[]) AS c(code, holder) ON l.code = c.code
+WHERE l.created_by_event IS NOT NULL AND l.holder IS DISTINCT FROM c.holder
+"""
+
+
+class OwnershipRace(Exception):
+    """Another worker created one of this batch's codes for another holder while the batch ran. The batch is
+    rolled back and tried again: judged afresh, the late creation is refused (``lot_taken``)."""
+
 
 _LOTS_BY_CODE = "SELECT id, code FROM lots WHERE code = ANY($1::text[])"
 
@@ -404,6 +418,11 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
             _CREATE,
             ([ids[c.code] for c in older], *_creation_columns(older)),
         )
+        taken = _rows(
+            await conn.exec_driver_sql(_TAKEN_MEANWHILE, ([c.code for c in older], [c.holder for c in older]))
+        )
+        if taken:
+            raise OwnershipRace(f"created meanwhile by another holder: {', '.join(sorted(r[0] for r in taken))}")
     if plan.edges:
         e = plan.edges
         await conn.exec_driver_sql(

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from trace_service.alerts import engine as alert_engine
 from trace_service.alerts import repository as alerts_repo
 from trace_service.alerts.relay import relay_outbox
+from trace_service.chain.repository import OwnershipRace
 from trace_service.contract.events import Catalogue, build_catalogue
 from trace_service.db.engine import create_engine
 from trace_service.kafka import ensure_topics, producer_options
@@ -55,7 +56,7 @@ _TRANSIENT_SQLSTATES = {
 
 def _transient(exc: BaseException) -> bool:
     """A failure that another try may cure: the database or the broker is away, a lock conflict."""
-    if isinstance(exc, KafkaError):
+    if isinstance(exc, KafkaError | OwnershipRace):
         return True
     if isinstance(exc, DBAPIError):
         orig = exc.orig
@@ -68,6 +69,8 @@ def _transient(exc: BaseException) -> bool:
 
 
 def _lock_conflict(exc: BaseException) -> bool:
+    if isinstance(exc, OwnershipRace):
+        return True
     orig = getattr(exc, "orig", None)
     sqlstate = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
     return sqlstate in ("40001", "40P01")
