@@ -188,3 +188,8 @@ async def senders(conn: AsyncConnection, key_ids: Sequence[str], reported: Seque
         else:
             found.ancestry.setdefault(r.id, {})[r.code] = r.status
     return found
+
+
+async def ancestry(conn: AsyncConnection, operators: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Each registered operator with itself and every operator it is registered under (code -> status)."""
+    return (await senders(conn, [], operators)).ancestry

@@ -13,7 +13,7 @@ yet waits for the lot's creating event; see :mod:`trace_service.worker.service`)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -125,9 +125,12 @@ def judge(
     return verdict
 
 
-def in_scope(holder: str, roots: Iterable[str], ancestors: Mapping[str, list[str]]) -> bool:
-    """Is ``holder`` one of ``roots`` or registered (directly or further down) under one of them."""
-    chain = ancestors.get(holder) or [holder]
+def in_scope(holder: str, roots: Iterable[str], ancestors: Mapping[str, Collection[str]]) -> bool:
+    """Is ``holder`` one of ``roots`` or registered (directly or further down) under one of them.
+
+    ``ancestors``: each operator with itself and the operators above it (``access.repository.ancestry``).
+    """
+    chain = ancestors.get(holder) or (holder,)
     return any(root in chain for root in roots)
 
 

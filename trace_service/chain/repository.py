@@ -844,24 +844,6 @@ async def holders(conn: AsyncConnection, codes: Iterable[str]) -> dict[str, str]
     return found
 
 
-# Each operator with itself and the operators it is registered under, nearest first.
-_ANCESTORS = """
-WITH RECURSIVE up(named, code, parent, depth) AS (
-    SELECT o.code, o.code, o.parent, 0 FROM operators o WHERE o.code = ANY($1::text[])
-    UNION ALL
-    SELECT u.named, p.code, p.parent, u.depth + 1 FROM up u JOIN operators p ON p.code = u.parent WHERE u.depth < 64
-)
-SELECT named, array_agg(code ORDER BY depth) FROM up GROUP BY named
-"""
-
-
-async def ancestors(conn: AsyncConnection, operators: Iterable[str]) -> dict[str, list[str]]:
-    wanted = sorted(set(operators))
-    if not wanted:
-        return {}
-    return {r[0]: list(r[1]) for r in _rows(await conn.exec_driver_sql(_ANCESTORS, (wanted,)))}
-
-
 async def ensure_lots(conn: AsyncConnection, codes: Iterable[str]) -> None:
     """Make sure these codes exist (as unresolved lots when nothing created them yet)."""
     wanted = sorted(set(codes))

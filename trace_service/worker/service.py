@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from trace_service.access import repository as access_repo
 from trace_service.alerts import engine as engine_
 from trace_service.alerts import repository as alerts_repo
 from trace_service.alerts import rules
@@ -72,7 +73,7 @@ async def judge_ownership(
     lot created earlier in the batch has its holder for the events after it."""
     held = await chain.holders(conn, ownership.codes_of(d.event for d in items))
     senders = {d.event.operator for d in items}  # type: ignore[attr-defined]
-    lineage = await chain.ancestors(conn, set(held.values()) | senders)
+    lineage = await access_repo.ancestry(conn, sorted(set(held.values()) | senders))
     kept: list[Decoded] = []
     waiting: list[tuple[Decoded, list[str]]] = []
     dead: list[Dead] = []
