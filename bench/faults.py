@@ -48,51 +48,22 @@ import httpx
 import orjson
 
 from bench.common import RESULTS, code_version, pct, wait_ready, write_result
+from trace_service.runtime import procs
 from trace_service.runtime.embedded import find_free_port
 
 TARGETS = ("api", "worker", "broker", "postgres")
-NEEDLES = {"worker": "trace_service.cli worker", "api": "trace_service.cli api", "broker": "tansu broker"}
-
-
-# -- /proc -----------------------------------------------------------------------------------------------------
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[0], int(fields[1])
-
-
-def _child(parent: int, role: str) -> int | None:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        st = _stat(int(entry.name))
-        if st is None or st[1] != parent or st[0] in ("Z", "X"):
-            continue
-        with contextlib.suppress(OSError):
-            if NEEDLES[role] in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                return int(entry.name)
-    return None
 
 
 def _postmaster(pgdata: Path) -> tuple[int, Path] | None:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        lines = (pgdata / "postmaster.pid").read_text().splitlines()
-        pid = int(lines[0])
-        st = _stat(pid)
-        if st is not None and st[0] not in ("Z", "X"):
-            return pid, Path(lines[4])
-    return None
+    found = procs.postmaster(pgdata)
+    return found if found is not None and procs.alive(found[0]) else None
 
 
 def _pid_of(dev: int, pgdata: Path, role: str) -> int | None:
     if role == "postgres":
         found = _postmaster(pgdata)
         return found[0] if found else None
-    return _child(dev, role)
+    return procs.child(dev, role)
 
 
 # -- the load --------------------------------------------------------------------------------------------------

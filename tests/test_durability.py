@@ -38,6 +38,7 @@ from tests.conftest import ADMIN_TOKEN, api_client, make_settings, running_worke
 from tests.support import Actors, code, harvested_event, wait_for
 from trace_service.db.engine import migrate
 from trace_service.ingest import repository as ledger
+from trace_service.runtime import procs
 from trace_service.runtime.embedded import EmbeddedBroker, EmbeddedPostgres, find_free_port
 
 # Ledger rows wait this long before the redeliverer produces them again (30 s by default): keeps the
@@ -156,45 +157,12 @@ async def assert_all_applied_once(conn: asyncpg.Connection, stream: Stream, time
 
 # -- processes -----------------------------------------------------------------------------------------------
 
-NEEDLES = {"worker": "trace_service.cli worker", "api": "trace_service.cli api", "broker": "tansu broker"}
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) of a process, or None when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[0], int(fields[1])
-
-
-def _alive(pid: int) -> bool:
-    st = _stat(pid)
-    return st is not None and st[0] not in ("Z", "X")
-
-
-def _child(parent: int, role: str) -> int | None:
-    """The live child of ``parent`` whose command line names ``role`` (worker, api, broker)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        st = _stat(pid)
-        if st is None or st[1] != parent or st[0] in ("Z", "X"):
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if NEEDLES[role] in cmdline:
-            return pid
-    return None
-
 
 def _postmaster(pgdata: Path) -> tuple[int, Path]:
     """The postmaster's pid and socket directory, from its postmaster.pid."""
-    lines = (pgdata / "postmaster.pid").read_text().splitlines()
-    return int(lines[0]), Path(lines[4])
+    found = procs.postmaster(pgdata)
+    assert found is not None, f"no postmaster.pid in {pgdata}"
+    return found
 
 
 def _dev_env(**extra: str) -> dict[str, str]:
@@ -242,7 +210,7 @@ def dev_folder() -> Iterator[Path]:
     if (pgdata / "postmaster.pid").exists():
         with contextlib.suppress(Exception):
             pid, _ = _postmaster(pgdata)
-            if _alive(pid):
+            if procs.alive(pid):
                 os.kill(pid, signal.SIGINT)  # a test that failed left its server running: fast shutdown
     shutil.rmtree(root, ignore_errors=True)
 
@@ -415,12 +383,12 @@ async def test_dev_loses_nothing_whatever_process_is_killed(dev_folder: Path) ->
             async with streaming(Stream(client, key, op)) as stream:
                 await stream.progressed(STRIDE)
                 for role in ("worker", "api", "broker"):
-                    pid = _child(dev.pid, role)
+                    pid = procs.child(dev.pid, role)
                     assert pid is not None, f"no {role} under dev"
                     os.kill(pid, signal.SIGKILL)
 
                     async def replaced(role: str = role, old: int = pid) -> bool:
-                        new = _child(dev.pid, role)
+                        new = procs.child(dev.pid, role)
                         return new is not None and new != old
 
                     await wait_for(replaced, timeout=60, interval=0.2)
@@ -434,7 +402,7 @@ async def test_dev_loses_nothing_whatever_process_is_killed(dev_folder: Path) ->
                 async def postgres_back() -> bool:
                     with contextlib.suppress(OSError, ValueError, IndexError):
                         pid, _ = _postmaster(pgdata)
-                        return pid != postmaster and _alive(pid)
+                        return pid != postmaster and procs.alive(pid)
                     return False
 
                 await wait_for(postgres_back, timeout=60, interval=0.2)
@@ -443,11 +411,11 @@ async def test_dev_loses_nothing_whatever_process_is_killed(dev_folder: Path) ->
 
                 # dev itself: its children stop on their parent-death signal, Postgres keeps running, and the
                 # next dev on the folder adopts it and produces again what the old broker forgot.
-                children = [p for p in (_child(dev.pid, r) for r in NEEDLES) if p is not None]
+                children = [p for p in (procs.child(dev.pid, r) for r in procs.DEV_CHILDREN) if p is not None]
                 assert len(children) == 3
                 dev.kill()
                 dev.wait()
-                await wait_for(lambda: _true(not any(_alive(p) for p in children)), timeout=60, interval=0.2)
+                await wait_for(lambda: _true(not any(procs.alive(p) for p in children)), timeout=60, interval=0.2)
                 dev = _start_dev(data_dir, port, log)
                 await _ready(base, dev, log)
                 await stream.progressed(STRIDE)

@@ -39,6 +39,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 from urllib.parse import quote
 
+from trace_service.runtime.procs import proc_state
+
 if TYPE_CHECKING:
     from pgserver.postgres_server import PostgresServer
 
@@ -423,11 +425,10 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by another user
         pass
     # A killed daemon stays a zombie until init reaps it (seconds, in some containers): it is not running.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+    state = proc_state(pid)
+    if state is None:
         return True  # no /proc (not Linux): os.kill said it exists
-    return state not in ("Z", "X")
+    return state[0] not in ("Z", "X")
 
 
 def _untraversable_parent(data_dir: Path) -> Path | None:
