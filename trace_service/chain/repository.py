@@ -537,9 +537,11 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
         for r in _rows(linked):
             touched.update((r[0], r[1]))
 
-    confirmed = await conn.exec_driver_sql(_CONFIRM_INTAKES, (sorted(touched),))
-    for r in _rows(confirmed):
-        touched.update((r[0], r[1]))
+    # Only a farm's dispatch or a slaughterhouse's intake can confirm an intake link: most batches have neither.
+    if numbers or any(e.kind == "intake" for e in plan.edges):
+        confirmed = await conn.exec_driver_sql(_CONFIRM_INTAKES, (sorted(touched),))
+        for r in _rows(confirmed):
+            touched.update((r[0], r[1]))
 
     # Products flow down to received lots that did not name one, however many generations arrived
     # before their ancestors did.
