@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     log_format: str = "json"
     log_level: str = "info"
 
+    # -- sharing: feed, exports, audit --
+
+    # -- sharing: subscriptions, delivery, report --
+
+    # -- pages: consumer page --
+
     codes: CodeSettings = Field(default_factory=CodeSettings)
     rules: RuleSettings = Field(default_factory=RuleSettings)
 

@@ -536,4 +536,10 @@ class Integrator(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
 
 
+# -- sharing: the stream, department scopes, the audit (migration 0011) --
+
+
+# -- sharing: subscriptions, deliveries, reports (migration 0012) --
+
+
 metadata = SQLModel.metadata
