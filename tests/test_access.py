@@ -39,8 +39,8 @@ async def test_operator_validation(client: httpx.AsyncClient, actors: Actors) ->
 
 
 async def test_roles(client: httpx.AsyncClient, actors: Actors) -> None:
-    op, op_key = await actors.operator_with_key()
-    child = await actors.operator(parent=op)
+    op, op_key = await actors.operator_with_key(kind="wholesale_market")
+    child = await actors.operator(kind="wholesaler", parent=op)
     regulator = await actors.staff_key("regulator")
     body = {"code": code("RL", 12), "name": "x", "kind": "farm", "region": "440100"}
 

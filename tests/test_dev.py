@@ -1,4 +1,5 @@
-"""``trace-service dev`` on a clean data folder: ready, accepts and applies an event, keeps it across a restart."""
+"""``trace-service dev`` on a clean data folder: ready, refuses a second one, applies events, keeps them across a
+restart."""
 
 from __future__ import annotations
 
@@ -33,23 +34,35 @@ def _request(method: str, url: str, token: str | None = None, body: object = Non
         return e.code, json.loads(e.read() or b"{}")
 
 
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")}
+
+
 def _start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")}
     return subprocess.Popen(
         [sys.executable, "-m", "trace_service.cli", "dev", "--port", str(port), "--data-dir", str(data_dir)],
-        env=env,
+        env=_clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], port: int, timeout: float = 90) -> None:
+def _run_dev(data_dir: Path, port: int) -> subprocess.CompletedProcess[str]:
+    """A dev expected to refuse to start: it must exit on its own, quickly."""
+    return subprocess.run(
+        [sys.executable, "-m", "trace_service.cli", "dev", "--port", str(port), "--data-dir", str(data_dir)],
+        env=_clean_env(), capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, data_dir: Path | None = None, timeout: float = 90) -> None:
+    """Until the API answers ready and, given its data folder, dev has announced it (``<data-dir>/url``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
         try:
             status, _ = _request("GET", f"http://127.0.0.1:{port}/readyz")
-            if status == 200:
+            if status == 200 and (data_dir is None or (data_dir / "url").exists()):
                 return
         except OSError:
             pass
@@ -75,9 +88,25 @@ def test_dev_starts_from_nothing_and_keeps_data_across_restarts() -> None:
     try:
         proc = _start(data_dir, port)
         try:
-            _wait_ready(proc, port)
+            _wait_ready(proc, port, data_dir)
             token = (data_dir / "admin-token").read_text().strip()
             base = f"http://127.0.0.1:{port}"
+            assert (data_dir / "url").read_text().strip() == base
+
+            # A second dev on the folder in use stops before it touches anything, naming the first; so does one
+            # on another folder whose port is taken. The first keeps serving (the rest of the test uses it).
+            second = _run_dev(data_dir, find_free_port())
+            assert second.returncode == 1, second.stderr
+            assert f"in use by another `trace-service dev` (pid {proc.pid}, running since " in second.stderr
+            assert "PostgreSQL" not in second.stderr
+            assert "broker" not in second.stderr
+            other = data_dir.parent / "other"
+            third = _run_dev(other, port)
+            assert third.returncode == 1, third.stderr
+            assert f"port {port} on 127.0.0.1 is taken" in third.stderr
+            assert not (other / "postgres").exists()
+            assert proc.poll() is None
+            assert _request("GET", f"{base}/readyz")[0] == 200
             op = "DEV" + uuid.uuid4().hex[:9].upper()
             status, _ = _request(
                 "POST",
@@ -97,25 +126,20 @@ def test_dev_starts_from_nothing_and_keeps_data_across_restarts() -> None:
             assert status == 200, body
             assert body["events"][0]["status"] == "applied"
 
-            # The README's worked example: replay the normal pig chain, trace the sale, open the consumer view.
+            # `replay` run with this data folder finds the service and its token there (the README's worked
+            # example, every command of it, is tests/test_readme.py's).
             replay = subprocess.run(
-                [sys.executable, "-m", "trace_service.cli", "replay", "pig_chain", "--url", base,
-                 "--data-dir", str(data_dir)],
-                capture_output=True, text=True, check=False, timeout=60,
+                [sys.executable, "-m", "trace_service.cli", "replay", "pig_chain", "--data-dir", str(data_dir)],
+                capture_output=True, text=True, check=False, timeout=60, env=_clean_env(),
             )  # fmt: skip
             assert replay.returncode == 0, replay.stderr
             summary = json.loads(replay.stdout.splitlines()[-1])
             assert summary["applied"] == summary["events"] == 10
-            status, trace = _request("GET", f"{base}/v1/lots/SALE2026112500001/trace?direction=up", token)
-            assert status == 200
-            assert trace["lots"][-1]["code"] == "FARMLOT0001"
-            status, view = _request("GET", f"{base}/v1/public/trace/SALE2026112500001")
-            assert status == 200
-            assert view["slaughterhouse"]["name"] == "中山市定点屠宰厂"
         finally:
             out = _stop(proc)
         assert "admin token:" in out
         assert "stopped" in out
+        assert not (data_dir / "url").exists()
 
         # Second run on the same folder: same token, the event is still there.
         proc = _start(data_dir, port)

@@ -13,15 +13,12 @@ from trace_service.contract.events import EventType
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "events" / "examples"
 
+# The examples' operators, from the one registry of demo operators (no code names two operators).
 OPERATORS = [
-    {"code": "445321400001", "name": "新兴县生猪养殖场", "kind": "farm", "region": "445321"},
-    {"code": "442000100001", "name": "中山市定点屠宰厂", "kind": "slaughterhouse", "region": "442000"},
-    {"code": "442000200001", "name": "中山市东升农产品批发市场", "kind": "wholesale_market", "region": "442000"},
-    {"code": "442000500001", "name": "批发商", "kind": "wholesaler", "region": "442000", "parent": "442000200001"},
-    {"code": "442000600001", "name": "中山市沙溪综合市场", "kind": "retail_market", "region": "442000"},
-    {"code": "442000600012", "name": "12号摊", "kind": "retailer", "region": "442000", "parent": "442000600001"},
-    {"code": "442000300001", "name": "东升镇蔬菜种植基地", "kind": "planting_base", "region": "442000"},
-]
+    scenarios.demo_operators()[code]
+    for code in ("445321400001", "442000100001", "442000200001", "442000500001", "442000600001", "442000600012",
+                 "442000800001")
+]  # fmt: skip
 
 
 async def test_every_example_is_accepted_and_applied(client: httpx.AsyncClient, actors: Actors, worker: None) -> None:

@@ -19,7 +19,6 @@ PRIVATE_FRAGMENTS = [
     "PF-200101-0001",
     "24.5",  # the slaughterhouse's price to the wholesaler
     "28.0",  # the wholesaler's price to the stall
-    "批发商A101",  # a wholesaler trading under a person's name
     "鼎湖区示范生猪养殖场",  # the farm (may be a family)
     "粤H12345",  # vehicle plate
     "4412030001",  # farm code
@@ -40,10 +39,11 @@ async def test_public_view_of_a_pork_sale(client: httpx.AsyncClient, actors: Act
     assert view["weight_kg"] == 1.25
     assert view["sold_at"].startswith("2026-11-25T08:15:00+08:00")
     assert view["market"]["name"] == "中山市石岐综合市场"
-    assert view["stall"] == m["442000300105"]
+    assert view["stall"] == m["442000300105"]  # the label the sale gave (this scenario labels it by code)
     assert view["stocked_at"].startswith("2026-11-25T06:10")
     assert view["supplier"]["kind"] == "wholesaler"
-    assert view["supplier"]["name"] is None  # a wholesaler may be a person: kind only
+    assert view["supplier"]["name"] == "批发商A101"  # a wholesaler's registered trade name is public
+    assert view["seller"]["name"] is None  # a stall keeper may be a person: kind only
     assert view["slaughterhouse"]["name"] == "中山市定点屠宰厂"
     assert view["slaughtered_at"].startswith("2026-11-25T03:20")
     assert view["checks"] == {"quarantine": "pass", "quality": "pass", "asf": "pass", "ractopamine": "pass"}
@@ -51,6 +51,7 @@ async def test_public_view_of_a_pork_sale(client: httpx.AsyncClient, actors: Act
     assert "肇庆" in view["origin"]["region"]["name"]
     assert view["origin"]["name"] is None
     assert view["warning"] is None
+    assert view["status"] == "passed"
 
     text = json.dumps(view, ensure_ascii=False)
     leaked = [p for p in PRIVATE_FRAGMENTS if m.get(p, p) in text or p in text]

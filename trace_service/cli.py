@@ -1,5 +1,5 @@
-"""The ``trace-service`` command: dev, api, worker, migrate, replay, simulate. A composition root: nothing
-imports it."""
+"""The ``trace-service`` command: dev, api, worker, deliver, report, migrate, replay, simulate. A composition
+root: nothing imports it."""
 
 from __future__ import annotations
 
@@ -77,6 +77,60 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deliver(args: argparse.Namespace) -> int:
+    from trace_service.access.integrators import SigningNotConfigured
+    from trace_service.delivery.main import run_deliverer
+
+    settings = _settings(args)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_deliverer(settings, stop, instance=args.instance)
+
+    try:
+        asyncio.run(main())
+    except SigningNotConfigured as exc:
+        print(f"trace-service deliver: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from trace_service.db.engine import create_engine
+    from trace_service.reporting.service import run
+
+    def say(message: str) -> None:
+        print(f"[trace-service report] {message}", file=sys.stderr, flush=True)  # noqa: T201
+
+    try:
+        day = date.fromisoformat(args.date)
+    except ValueError:
+        say(f"error: --date must be YYYY-MM-DD, not {args.date!r}")
+        return 2
+    settings = _settings(args)
+    if args.no_push:
+        settings = settings.model_copy(update={"report_url": None})
+    out = Path(args.out or settings.report_dir)
+
+    async def main() -> bool:
+        engine = create_engine(settings, pool_size=2, statement_timeout_ms=600_000, name="report")
+        try:
+            result = await run(engine, settings, day, out, say, push_attempts=args.push_attempts)
+        finally:
+            await engine.dispose()
+        return result.complete
+
+    complete = asyncio.run(main())
+    if not complete:
+        say("the push is incomplete; run the same command again to resume it")
+    return 0 if complete else 1
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from trace_service.runtime.dev import run_dev
 
@@ -117,7 +171,9 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from trace_service.runtime.replay import run_replay
 
-    return run_replay(args.url, args.token, args.scenario, args.tag, Path(args.data_dir))
+    return run_replay(
+        args.url, args.token, args.scenario, args.tag, Path(args.data_dir), accept_existing=args.accept_existing
+    )
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -145,6 +201,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             for event in sim.events:
                 f.write(orjson.dumps(event) + b"\n")
         say(f"events written to {args.events}")
+    from trace_service.runtime.replay import default_url
+
+    args.url = args.url or default_url(Path(args.data_dir))
     summary = None
     out = None if args.quiet else sys.stderr
     topic = args.topic or os.environ.get("TRACE_TOPIC_EVENTS", "trace.events.v1")
@@ -238,13 +297,22 @@ def build_parser() -> argparse.ArgumentParser:
         "replay",
         help="post a scenario stream (operators and events) to a running service",
         description="Register a scenario's operators and post its events (events/scenarios/*.json) through the "
-        "HTTP API with an admin key, waiting until they are applied. Replaying again changes nothing.",
+        "HTTP API with an admin key, waiting until they are applied, and print what was applied and the alerts "
+        "raised. A faulty twin (events/scenarios/faults/, by file or by rule) is replayed under a tag of its own, "
+        "next to its base chain. Replaying again changes nothing. An operator already registered with other "
+        "details (name, kind, region, parent) stops the replay before anything is posted.",
     )
-    rp.add_argument("scenario", nargs="*", help="scenario names or files (default: every scenario)")
-    rp.add_argument("--url", default="http://127.0.0.1:8000", help="the service (default http://127.0.0.1:8000)")
+    rp.add_argument("scenario", nargs="*", help="chains, faults (by rule) or files (default: every normal chain)")
+    rp.add_argument("--url", help="the service (default: the `dev` on --data-dir, else http://127.0.0.1:8000)")
     rp.add_argument("--token", help="admin key (default: TRACE_ADMIN_TOKEN, else <data-dir>/admin-token)")
     rp.add_argument("--data-dir", default=".trace-data", help="where `trace-service dev` keeps its admin token")
     rp.add_argument("--tag", help="1-4 characters [0-9A-Z] appended to every code, to replay a chain again as new")
+    rp.add_argument(
+        "--accept-existing",
+        action="store_true",
+        help="post the events even when an operator is already registered with other details (the registered "
+        "one is kept, with a warning)",
+    )
     rp.set_defaults(func=cmd_replay)
 
     sim = sub.add_parser(
@@ -270,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--end", help="last simulated day, YYYY-MM-DD (default: yesterday, so every event is past)")
     sim.add_argument("--via", choices=["api", "kafka"], default="api", help="post through the API (default) or "
                      "produce straight to Kafka")  # fmt: skip
-    sim.add_argument("--url", default="http://127.0.0.1:8000", help="the service (default http://127.0.0.1:8000)")
+    sim.add_argument("--url", help="the service (default: the `dev` on --data-dir, else http://127.0.0.1:8000)")
     sim.add_argument("--token", help="admin key (default: TRACE_ADMIN_TOKEN, else <data-dir>/admin-token)")
     sim.add_argument("--data-dir", default=".trace-data", help="where `trace-service dev` keeps its admin token")
     sim.add_argument("--bootstrap", help="Kafka bootstrap for --via kafka (default TRACE_KAFKA_BOOTSTRAP), and with "
@@ -289,6 +357,35 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--dry-run", action="store_true", help="generate (and write --truth / --events) only")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=cmd_simulate)
+
+    deliver = sub.add_parser(
+        "deliver",
+        help="send the shared stream to the webhook subscriptions",
+        description="POST the shared stream's items, in seq order and in signed batches (Standard Webhooks), to "
+        "every active subscription's URL; retry failures with backoff, pause a subscription after "
+        "TRACE_WEBHOOK_PAUSE_AFTER_SECONDS of failures. Several may run at once: each subscription is held by one "
+        "of them at a time (a lease), and taken over when its holder dies. SIGTERM finishes the requests in flight.",
+    )
+    deliver.add_argument("--instance", help="this process's name as a lease holder (default: host:pid:random)")
+    deliver.add_argument("--database-url", help="overrides TRACE_DATABASE_URL")
+    deliver.set_defaults(func=cmd_deliver)
+
+    report = sub.add_parser(
+        "report",
+        help="write a day's upward report (NDJSON per node and a manifest) and push it to TRACE_REPORT_URL",
+        description="Write the events that occurred on DATE (in TRACE_TIMEZONE) as one NDJSON file per reporting "
+        "operator plus manifest.json (counts and SHA-256 digests) into OUT/DATE/, then, when TRACE_REPORT_URL is "
+        "set, POST every file the receiver has not acknowledged yet and then the manifest. Idempotent: a second "
+        "run over the same records writes the same bytes and pushes nothing; a run that failed half-way is "
+        "resumed by running it again. Exit code 1 when the push is incomplete.",
+    )
+    report.add_argument("--date", required=True, help="the day to report, YYYY-MM-DD")
+    report.add_argument("--out", help="folder of the reports (default TRACE_REPORT_DIR, reports)")
+    report.add_argument("--no-push", action="store_true", help="only write the files, even if TRACE_REPORT_URL is set")
+    report.add_argument("--push-attempts", type=int, default=3, choices=range(1, 11), metavar="N",
+                        help="tries per file before giving up for this run (default 3)")  # fmt: skip
+    report.add_argument("--database-url", help="overrides TRACE_DATABASE_URL")
+    report.set_defaults(func=cmd_report)
 
     mig = sub.add_parser(
         "migrate",

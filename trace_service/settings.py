@@ -116,10 +116,55 @@ class Settings(BaseSettings):
     log_level: str = "info"
 
     # -- sharing: feed, exports, audit --
+    # Items a filtered feed page scans at most: a department with narrow scopes moves its cursor this far
+    # per page through items that are not for it (docs/sharing.md).
+    feed_scan_rows: int = Field(default=20_000, ge=1000, le=1_000_000)
+    # Events an export reads per keyset page (each page its own short query; the answer is streamed).
+    export_page_rows: int = Field(default=2000, ge=100, le=50_000)
 
     # -- sharing: subscriptions, delivery, report --
+    # Items per webhook batch at most. A batch leaves as soon as anything is there; it never waits to fill.
+    webhook_batch_size: int = Field(default=500, ge=1, le=1000)
+    # How often a deliverer reads the stream's head: the floor of the commit-to-receiver latency.
+    webhook_poll_seconds: float = Field(default=0.05, gt=0, le=10)
+    # One request's whole time (connect, send, answer). A receiver that takes longer counts as failed.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Requests in flight per deliver process, over all its subscriptions.
+    webhook_concurrency: int = Field(default=32, ge=1, le=1024)
+    # Subscriptions one deliver process works on at most; the others are left to other processes.
+    webhook_max_subscriptions: int = Field(default=1000, ge=1)
+    # Retries: the first after this long, doubling (with jitter) up to the maximum.
+    webhook_retry_first_seconds: float = Field(default=1.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=600.0, gt=0)
+    # A subscription failing this long without a success is paused (resume with POST .../resume).
+    webhook_pause_after_seconds: float = Field(default=86_400.0, gt=0)
+    # A deliverer's hold on a subscription; renewed while it works, taken over by another once expired. Raised
+    # in code to cover a request's timeout and a statement's, so a lease never lapses during a request.
+    webhook_lease_seconds: float = Field(default=30.0, gt=0)
+    # How often a deliverer looks for subscriptions no live deliverer holds.
+    webhook_claim_seconds: float = Field(default=1.0, gt=0)
+    # Networks (CIDR) a callback URL may resolve into despite the address rules (loopback, link-local, ...):
+    # a deployment's own decision, like an admin's `allow_private` on one subscription. Never the service itself.
+    webhook_allowed_networks: list[str] = []
+    # Networks (CIDR) a callback URL may never resolve into, even with an admin's allowance: the service's own
+    # infrastructure on a private network (the database's, the broker's), which the address rules allow.
+    webhook_denied_networks: list[str] = []
+    # Delivery attempts older than this are deleted by the deliverers.
+    webhook_attempts_keep_days: int = Field(default=14, ge=1)
+    # The upward report: where `trace-service report` writes, and where it pushes (unset: it only writes).
+    report_dir: str = "reports"
+    report_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    # Sent as `Authorization: Bearer <token>` with each push, when set.
+    report_token: SecretStr = SecretStr("")
+    report_timeout_seconds: float = Field(default=60.0, gt=0)
 
     # -- pages: consumer page --
+    # Whom a consumer calls, on every trace page (Chinese, and the English page's wording). The page adds
+    # "ask the market's service desk" when the market is known.
+    consumer_contact: str = Field(default="市场监管投诉举报电话 12315", min_length=1, max_length=120)
+    consumer_contact_en: str = Field(
+        default="Market regulation complaints hotline: 12315", min_length=1, max_length=120
+    )
 
     codes: CodeSettings = Field(default_factory=CodeSettings)
     rules: RuleSettings = Field(default_factory=RuleSettings)

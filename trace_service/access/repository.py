@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -40,6 +41,17 @@ async def update_operator(conn: AsyncConnection, code: str, values: dict[str, An
     return dict(row) if row else None
 
 
+async def operator_kinds(conn: AsyncConnection, codes: Iterable[str | None]) -> dict[str, str]:
+    """The kind of each of these registered operators (code -> kind)."""
+    wanted = sorted({c for c in codes if c})
+    if not wanted:
+        return {}
+    rows = await conn.execute(
+        sa.text("SELECT code, kind FROM operators WHERE code = ANY(CAST(:codes AS text[]))"), {"codes": wanted}
+    )
+    return {r.code: r.kind for r in rows}
+
+
 async def scope_of(conn: AsyncConnection, code: str) -> dict[str, str]:
     """The operator and every operator registered under it, transitively: code -> status."""
     rows = await conn.execute(
@@ -65,6 +77,7 @@ async def key_for_auth(conn: AsyncConnection, key_id: str) -> dict[str, Any] | N
             api_keys.c.secret_hash,
             api_keys.c.role,
             api_keys.c.operator_code,
+            api_keys.c.scopes,
             operators.c.status.label("operator_status"),
         )
         .select_from(api_keys.outerjoin(operators, operators.c.code == api_keys.c.operator_code))
@@ -90,6 +103,35 @@ async def revoke_key(conn: AsyncConnection, key_id: str) -> None:
         .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
         .values(revoked_at=sa.func.now())
     )
+
+
+# -- the audit of what keys read (contract section 9; listed by sharing/repository.py) -----------------
+
+_AUDIT = """
+INSERT INTO audit_log (actor, role, action, subject, count, first_seq, last_seq, detail)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
+RETURNING id
+"""
+
+
+async def record_audit(
+    conn: AsyncConnection,
+    *,
+    actor: str,
+    role: str,
+    action: str,
+    subject: str,
+    count: int,
+    first_seq: int | None = None,
+    last_seq: int | None = None,
+    detail: dict[str, Any] | None = None,
+) -> int:
+    """One line of the audit: ``actor`` (a key id) with ``role`` did ``action`` on ``subject`` (a path or a
+    subscription id), covering ``count`` items from ``first_seq`` to ``last_seq``; returns its id."""
+    rows = await conn.exec_driver_sql(
+        _AUDIT, (actor, role, action, subject, count, first_seq, last_seq, orjson.dumps(detail or {}).decode())
+    )
+    return int(rows.scalar_one())
 
 
 # -- integrators -------------------------------------------------------------------------------------

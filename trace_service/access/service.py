@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from trace_service.access import keys
+from trace_service.access import keys, rules
 from trace_service.access import repository as repo
 from trace_service.access.models import (
     OperatorIn,
@@ -16,6 +17,7 @@ from trace_service.access.models import (
     Principal,
     Role,
 )
+from trace_service.access.scopes import parse_scopes
 from trace_service.contract.codes import CodePatterns, is_real_region
 from trace_service.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 
@@ -42,7 +44,9 @@ async def authenticate(
         raise Unauthorized("the API key is not valid")
     if row["operator_code"] is not None and row["operator_status"] != OperatorStatus.ACTIVE:
         raise Forbidden("the operator of this key is suspended", code="operator_suspended")
-    return Principal(role=Role(row["role"]), key_id=key_id, operator=row["operator_code"])
+    return Principal(
+        role=Role(row["role"]), key_id=key_id, operator=row["operator_code"], scopes=tuple(row["scopes"] or ())
+    )
 
 
 def require(principal: Principal, *roles: Role) -> None:
@@ -54,6 +58,8 @@ async def reporting_scope(conn: AsyncConnection, principal: Principal) -> dict[s
     """Operator codes this principal may report for (code -> status); None means any (staff)."""
     if principal.is_staff:
         return None
+    if principal.role == Role.DEPARTMENT:
+        raise Forbidden("a department key only reads, within its scopes; it reports for no operator")
     if principal.operator is None:  # pragma: no cover - an operator key always has an operator
         raise Forbidden("this key is bound to no operator")
     return await repo.scope_of(conn, principal.operator)
@@ -76,11 +82,19 @@ async def register_operator(
         problems.append({"field": "region", "message": "region must be a 6-digit GB/T 2260 code of a real province"})
     if problems:
         raise InvalidInput("the operator is not valid", details=problems)
-    if body.parent is not None and await repo.get_operator(conn, body.parent) is None:
-        raise InvalidInput(
-            "the parent operator is not registered",
-            details=[{"field": "parent", "message": f"unknown operator {body.parent}"}],
-        )
+    if body.parent is not None:
+        parent = await repo.get_operator(conn, body.parent)
+        if parent is None:
+            raise InvalidInput(
+                "the parent operator is not registered",
+                details=[{"field": "parent", "message": f"unknown operator {body.parent}"}],
+            )
+        problem = rules.parent_problem(body.kind, parent["kind"])
+        if problem is not None:
+            raise InvalidInput(
+                f"{body.parent} is a {parent['kind']}: {problem}",
+                details=[{"field": "parent", "message": problem}],
+            )
     row = await repo.insert_operator(conn, body.model_dump(mode="json"))
     if row is None:
         raise Conflict(f"operator {body.code} is already registered")
@@ -104,7 +118,7 @@ async def change_operator(
     require(principal, Role.ADMIN, Role.REGULATOR)
     values = body.model_dump(mode="json", exclude_unset=True)
     if any(v is None for k, v in values.items() if k != "credit_code"):
-        raise InvalidInput("name and status cannot be null")
+        raise InvalidInput("name, status and emergency_outlet cannot be null")
     row = await repo.update_operator(conn, code, values) if values else await repo.get_operator(conn, code)
     if row is None:
         raise NotFound(f"no operator {code}")
@@ -122,15 +136,30 @@ async def issue_operator_key(
 
 
 async def issue_staff_key(
-    conn: AsyncConnection, principal: Principal, role: Role, name: str, pepper: str
+    conn: AsyncConnection,
+    principal: Principal,
+    role: Role,
+    name: str,
+    pepper: str,
+    scopes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     require(principal, Role.ADMIN)
-    if role not in (Role.ADMIN, Role.REGULATOR):
+    if role not in (Role.ADMIN, Role.REGULATOR, Role.DEPARTMENT):
         raise InvalidInput(
-            "role must be regulator or admin; operator keys come from POST /v1/operators/{code}/keys",
-            details=[{"field": "role", "message": "must be regulator or admin"}],
+            "role must be regulator, admin or department; operator keys come from POST /v1/operators/{code}/keys",
+            details=[{"field": "role", "message": "must be regulator, admin or department"}],
         )
-    return await _issue(conn, principal, role, None, name, pepper)
+    if role != Role.DEPARTMENT:
+        if scopes is not None:
+            raise InvalidInput(
+                "only department keys have scopes", details=[{"field": "scopes", "message": "department keys only"}]
+            )
+        return await _issue(conn, principal, role, None, name, pepper)
+    try:
+        granted = parse_scopes(scopes or []).values()
+    except ValueError as exc:
+        raise InvalidInput(str(exc), details=[{"field": "scopes", "message": str(exc)}]) from None
+    return await _issue(conn, principal, role, None, name, pepper, scopes=granted)
 
 
 async def _issue(
@@ -140,6 +169,8 @@ async def _issue(
     operator: str | None,
     name: str | None,
     pepper: str,
+    *,
+    scopes: list[str] | None = None,
 ) -> dict[str, Any]:
     new = keys.generate()
     row = await repo.insert_key(
@@ -151,6 +182,7 @@ async def _issue(
             "operator_code": operator,
             "name": name,
             "created_by": principal.key_id,
+            "scopes": scopes,
         },
     )
     return {
@@ -160,6 +192,7 @@ async def _issue(
         "operator": operator,
         "name": name,
         "created_at": row["created_at"],
+        "scopes": scopes,
     }
 
 

@@ -11,12 +11,14 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from trace_service.access import service as access
 from trace_service.access.http import CurrentPrincipal, UnitOfWork, database_answers
-from trace_service.access.models import Role
+from trace_service.access.scopes import ALERTS, require_flag
 from trace_service.alerts import service
+from trace_service.alerts.models import Alert, AlertPage
 from trace_service.alerts.service import AlertStream
 from trace_service.contract.events import Time
+from trace_service.contract.responses import AUTHENTICATED, errors
+from trace_service.sharing import service as sharing
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 
@@ -25,11 +27,39 @@ HEARTBEAT_SECONDS = 15.0
 
 
 class Note(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"note": "已通知屠宰厂封存该批次 (slaughterhouse told to seal the batch)"}]},
+    )
     note: Annotated[str, Field(max_length=2000)] | None = None
 
 
-@router.get("")
+_STREAM_EXAMPLE = (
+    "retry: 3000\n: connected\n\n"
+    'id: 418\nevent: alert\ndata: {"id": "al_3f9c0a4b1d2e5f60718293a4", "rule": "asf_positive", ...}\n\n'
+    ": keep-alive\n\n"
+)
+_ALERT_CONFLICT = {
+    409: {
+        "conflict": {
+            "summary": "the alert is already past that state",
+            "value": {
+                "error": {
+                    "code": "conflict",
+                    "message": "the alert is resolved; it cannot become acknowledged",
+                    "details": [],
+                }
+            },
+        }
+    }
+}
+
+
+@router.get(
+    "",
+    response_model=None,
+    responses={200: {"model": AlertPage}, **errors(*AUTHENTICATED, 422, 503)},
+)
 async def list_alerts(
     principal: CurrentPrincipal,
     conn: UnitOfWork,
@@ -52,16 +82,25 @@ async def list_alerts(
 
 @router.get(
     "/stream",
-    responses={200: {"content": {"text/event-stream": {}}}, 503: {"description": "the database does not answer"}},
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-Sent Events: `alert` events whose data is an Alert, keep-alive comments",
+            "content": {"text/event-stream": {"schema": {"type": "string"}, "example": _STREAM_EXAMPLE}},
+        },
+        **errors(*AUTHENTICATED, 422, 503),
+    },
     dependencies=[Depends(database_answers)],
 )
 async def stream(
     request: Request,
     principal: CurrentPrincipal,
+    conn: UnitOfWork,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: one ``alert`` event per new or changed alert; ``Last-Event-ID`` resumes."""
-    access.require(principal, Role.ADMIN, Role.REGULATOR)
+    require_flag(principal, ALERTS)
+    await sharing.record_read(conn, principal, "/v1/alerts/stream", 0)
     hub: AlertStream = request.app.state.alert_stream
     resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
 
@@ -100,12 +139,23 @@ def alert_event_stream(hub: AlertStream, resume: int | None) -> StreamingRespons
     )
 
 
-@router.get("/{alert_id}")
+@router.get(
+    "/{alert_id}",
+    response_model=None,
+    responses={200: {"model": Alert}, **errors(*AUTHENTICATED, 404, 422, 503)},
+)
 async def read_alert(alert_id: AlertId, principal: CurrentPrincipal, conn: UnitOfWork) -> Any:
     return await service.read_alert(conn, principal, alert_id)
 
 
-@router.post("/{alert_id}/acknowledge")
+@router.post(
+    "/{alert_id}/acknowledge",
+    response_model=None,
+    responses={
+        200: {"model": Alert},
+        **errors(400, *AUTHENTICATED, 404, 409, 413, 422, 503, examples=_ALERT_CONFLICT),
+    },
+)
 async def acknowledge(
     alert_id: AlertId, principal: CurrentPrincipal, conn: UnitOfWork, body: Note | None = None
 ) -> Any:
@@ -113,7 +163,14 @@ async def acknowledge(
     return await service.change_status(conn, principal, alert_id, "acknowledged", body.note if body else None)
 
 
-@router.post("/{alert_id}/resolve")
+@router.post(
+    "/{alert_id}/resolve",
+    response_model=None,
+    responses={
+        200: {"model": Alert},
+        **errors(400, *AUTHENTICATED, 404, 409, 413, 422, 503, examples=_ALERT_CONFLICT),
+    },
+)
 async def resolve(alert_id: AlertId, principal: CurrentPrincipal, conn: UnitOfWork, body: Note | None = None) -> Any:
     """Close the alert (who, when, a note). New evidence for the same finding re-opens it."""
     return await service.change_status(conn, principal, alert_id, "resolved", body.note if body else None)

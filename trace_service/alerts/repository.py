@@ -118,6 +118,10 @@ WHERE ($1::text IS NULL OR a.status = $1)
   AND ($4::text IS NULL OR a.operator = $4)
   AND ($5::timestamptz IS NULL OR a.updated_at >= $5)
   AND ($6::timestamptz IS NULL OR (a.created_at, a.id) < ($6, $7::text))
+  AND ($9::text IS NULL OR a.level = $9)
+  -- a product: the market alerts about it (subject market/product/day) and its emergency_level alert
+  AND ($10::text IS NULL OR (a.subject_type = 'market' AND split_part(a.subject_code, '/', 2) = $10)
+       OR (a.subject_type = 'product' AND a.subject_code = $10))
 ORDER BY a.created_at DESC, a.id DESC
 LIMIT $8
 """  # noqa: S608 - constant SQL
@@ -133,11 +137,16 @@ async def list_alerts(
     since: datetime | None,
     before: tuple[datetime, str] | None,
     limit: int,
+    level: str | None = None,
+    product: str | None = None,
 ) -> list[tuple[datetime, str, str]]:
     result = await conn.exec_driver_sql(
         _LIST,
-        (status, severity, rule, operator, since, before[0] if before else None, before[1] if before else None, limit),
-    )
+        (
+            status, severity, rule, operator, since, before[0] if before else None, before[1] if before else None,
+            limit, level, product,
+        ),
+    )  # fmt: skip
     return [(r[0], r[1], r[2]) for r in _rows(result)]
 
 
@@ -161,6 +170,32 @@ async def transition(conn: AsyncConnection, alert_id: str, status: str, actor: s
                  version = version + 1, updated_at = now() WHERE id = $1"""
     await conn.exec_driver_sql(sql, (alert_id, actor, note))
     await publish(conn, [alert_id])
+
+
+# The service withdrawing alerts that later data refutes (contract section 11): resolved by `system` with a
+# note each, in id order (the lock order of the upsert), skipping those already resolved.
+_RESOLVE_BY_SYSTEM = """
+WITH target AS (
+    SELECT a.id, n.note FROM alerts a JOIN unnest($1::text[], $2::text[]) AS n(id, note) ON n.id = a.id
+    WHERE a.status <> 'resolved' ORDER BY a.id FOR UPDATE OF a
+)
+UPDATE alerts a SET status = 'resolved', resolved_by = 'system', resolved_at = now(), resolved_note = t.note,
+    version = a.version + 1, updated_at = now()
+FROM target t WHERE a.id = t.id
+RETURNING a.id
+"""
+
+
+async def resolve_by_system(conn: AsyncConnection, notes: dict[str, str]) -> list[str]:
+    """Resolve these alerts as the service (actor ``system``), each with its note, unless already resolved, and
+    queue their new versions like any change; return the ids resolved."""
+    if not notes:
+        return []
+    ids = sorted(notes)
+    result = await conn.exec_driver_sql(_RESOLVE_BY_SYSTEM, (ids, [notes[i] for i in ids]))
+    resolved = sorted(r[0] for r in _rows(result))
+    await publish(conn, resolved)
+    return resolved
 
 
 async def alerts_of_events(conn: AsyncConnection, event_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Any]]:

@@ -16,9 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trace_service.access import service as access
 from trace_service.access.models import Principal, Role
+from trace_service.access.scopes import ALERTS, require_flag
 from trace_service.alerts import repository as repo
 from trace_service.contract.events import storable_time
 from trace_service.errors import Conflict, InvalidInput, NotFound
+from trace_service.sharing import service as sharing
 
 log = structlog.get_logger(__name__)
 _ALERT_ID = re.compile(r"al_[0-9a-f]{24}")
@@ -56,22 +58,27 @@ async def list_alerts(
     since: datetime | None,
     cursor: str | None,
     limit: int,
+    level: str | None = None,
+    product: str | None = None,
 ) -> dict[str, Any]:
-    access.require(principal, Role.ADMIN, Role.REGULATOR)
+    require_flag(principal, ALERTS)  # regulators, admins, departments with `alerts`
     before = _parse_cursor(cursor) if cursor else None
     rows = await repo.list_alerts(
-        conn, status=status, severity=severity, rule=rule, operator=operator, since=since, before=before, limit=limit
-    )
+        conn, status=status, severity=severity, rule=rule, operator=operator, since=since, before=before, limit=limit,
+        level=level, product=product,
+    )  # fmt: skip
     items = [orjson.loads(body) for _, _, body in rows]
     next_cursor = _cursor(rows[-1][0], rows[-1][1]) if len(rows) == limit else None
+    await sharing.record_read(conn, principal, "/v1/alerts", len(items))
     return {"items": items, "next_cursor": next_cursor}
 
 
 async def read_alert(conn: AsyncConnection, principal: Principal, alert_id: str) -> Any:
-    access.require(principal, Role.ADMIN, Role.REGULATOR)
+    require_flag(principal, ALERTS)
     body = await repo.alert_json(conn, alert_id)
     if body is None:
         raise NotFound(f"no alert {alert_id}")
+    await sharing.record_read(conn, principal, f"/v1/alerts/{alert_id}", 1)
     return orjson.loads(body)
 
 

@@ -17,17 +17,22 @@ from trace_service.alerts.service import AlertStream
 from trace_service.api.errors import ErrorBoundary, install_error_handlers
 from trace_service.api.health import router as health_router
 from trace_service.api.limits import BodyLimit, HeaderLimit
+from trace_service.api.openapi import install_docs, install_openapi
 from trace_service.api.text import storable_request_text
 from trace_service.chain.endpoints import public_router
 from trace_service.chain.endpoints import router as chain_router
 from trace_service.codes.endpoints import router as codes_router
 from trace_service.contract.events import build_catalogue
 from trace_service.db.engine import create_engine
+from trace_service.delivery.endpoints import router as subscriptions_router
 from trace_service.ingest.endpoints import router as ingest_router
 from trace_service.ingest.publisher import EventPublisher
 from trace_service.ingest.service import IntakeService
+from trace_service.market.endpoints import public_router as market_public_router
 from trace_service.market.endpoints import router as market_router
 from trace_service.settings import Settings
+from trace_service.sharing.endpoints import router as sharing_router
+from trace_service.web.market_pages import router as market_pages_router
 from trace_service.web.pages import router as web_router
 from trace_service.web.pages import static_files
 
@@ -70,7 +75,12 @@ def create_app(settings: Settings) -> FastAPI:
         # header: a forged header would send the client elsewhere. The API's paths have none; 404.
         redirect_slashes=False,
         dependencies=[Depends(storable_request_text)],
+        # Served by install_docs from the package's own assets (a closed network has no CDN).
+        docs_url=None,
+        redoc_url=None,
     )
+    install_openapi(app, settings)
+    install_docs(app)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.body_limit_bytes)
     app.add_middleware(HeaderLimit, limit=settings.max_header_bytes)
@@ -83,8 +93,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(chain_router)
     app.include_router(alerts_router)
     app.include_router(market_router)
+    app.include_router(market_public_router)
     app.include_router(public_router)
     app.include_router(codes_router)
+    app.include_router(sharing_router)
+    app.include_router(subscriptions_router)
     app.include_router(web_router)
+    app.include_router(market_pages_router)
     app.mount("/static", static_files(), name="static")
     return app

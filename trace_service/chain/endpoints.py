@@ -5,23 +5,47 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
+from pydantic import AfterValidator
 
 from trace_service.access.http import CurrentPrincipal, ReadOnly
+from trace_service.chain.models import LotView, PublicTrace, Recall, Trace
 from trace_service.chain.service import ChainService
+from trace_service.contract.responses import AUTHENTICATED, errors
 
 router = APIRouter(prefix="/v1", tags=["lineage"])
 
-# Lot and sale codes share one format; anything else cannot name a lot, so it is refused early.
-Code = Annotated[str, Path(pattern=r"^[0-9A-Z]{8,32}$", description="a lot code or a sale (receipt) code")]
+# Lot and sale codes share one format; anything else cannot name a lot, so it is refused early. Codes are
+# case-insensitive on input (contract section 1): `sa01...` names the lot `SA01...`.
+Code = Annotated[
+    str,
+    Path(pattern=r"^[0-9A-Za-z]{8,32}$", description="a lot code or a sale (receipt) code, in any letter case"),
+    AfterValidator(str.upper),
+]
 
 
-@router.get("/lots/{code}")
+_RECALL_CSV = (
+    "code,kind,depth,product_code,product_name,status,holder,holder_name,holder_kind,holder_parent,kg_in,"
+    "kg_on_hand,kg_sold,sold_at\r\n"
+    "PK2026112500101,carcass,0,pork.carcass,白条猪肉（片猪肉）,stopped,442000100001,中山市定点屠宰厂,slaughterhouse,,"
+    "318.0,0.0,0.0,\r\n"
+)
+
+
+@router.get(
+    "/lots/{code}",
+    response_model=None,
+    responses={200: {"model": LotView}, **errors(*AUTHENTICATED, 404, 422, 503)},
+)
 async def read_lot(code: Code, principal: CurrentPrincipal, conn: ReadOnly) -> Any:
     """The lot: status, holder, product, quantities, documents, facts and its creating event."""
     return await ChainService(conn).lot(principal, code)
 
 
-@router.get("/lots/{code}/trace")
+@router.get(
+    "/lots/{code}/trace",
+    response_model=Trace,
+    responses=errors(*AUTHENTICATED, 404, 422, 503),
+)
 async def trace_lot(
     code: Code,
     principal: CurrentPrincipal,
@@ -33,7 +57,17 @@ async def trace_lot(
     return _json(await ChainService(conn).trace(principal, code, direction, max_depth))
 
 
-@router.get("/lots/{code}/recall", responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
+@router.get(
+    "/lots/{code}/recall",
+    response_model=Recall,
+    responses={
+        200: {
+            "description": "JSON, or with `format=csv` a spreadsheet (UTF-8 with a byte-order mark)",
+            "content": {"text/csv": {"schema": {"type": "string"}, "example": _RECALL_CSV}},
+        },
+        **errors(*AUTHENTICATED, 404, 422, 503),
+    },
+)
 async def recall_lot(
     code: Code,
     principal: CurrentPrincipal,
@@ -59,7 +93,11 @@ def _json(text: str) -> Response:
 public_router = APIRouter(prefix="/v1/public", tags=["public"])
 
 
-@public_router.get("/trace/{code}")
+@public_router.get(
+    "/trace/{code}",
+    response_model=None,
+    responses={200: {"model": PublicTrace}, **errors(404, 422, 503)},
+)
 async def public_trace(code: Code, conn: ReadOnly) -> Any:
     """What a consumer sees for the code on a receipt or label. No key needed; nothing private."""
     return await ChainService(conn).public(code)

@@ -1,6 +1,8 @@
 """Scenario streams (``events/scenarios/*.json``): whole chains that tests, docs and the demo replay.
 
-A scenario holds the operators it needs, its events and what the graph must look like afterwards.
+A scenario holds the operators it needs (codes of the demo operators in ``events/operators.json``, or
+whole registration bodies in a scenario file of one's own), its events and what the graph must look like
+afterwards.
 :func:`instantiate` gives a copy whose operator codes, lot codes, vouchers, certificate numbers and
 event ids carry a tag, so the same chain can be replayed many times into one database.
 """
@@ -16,9 +18,34 @@ from pathlib import Path
 from typing import Any
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "events" / "scenarios"
+# The demo operators, one entry per code; a catalogue scenario names its operators by code.
+OPERATORS = SCENARIOS.parent / "operators.json"
 
 _LOT_KEYS = {"lot", "from_lot", "sale_code"}
 _NUMBER_KEYS = {"voucher_number", "number", "asf_report"}
+
+
+def demo_operators() -> dict[str, dict[str, Any]]:
+    """``events/operators.json`` by code: the registration body of every demo operator."""
+    entries: list[dict[str, Any]] = json.loads(OPERATORS.read_text(encoding="utf-8"))["operators"]
+    return {op["code"]: op for op in entries}
+
+
+def _operators(listed: list[Any]) -> list[dict[str, Any]]:
+    """A scenario's operators as registration bodies: a code is looked up among the demo operators, a
+    whole body (a scenario file of one's own) is taken as it is."""
+    if all(isinstance(op, dict) for op in listed):
+        return list(listed)
+    known = demo_operators()
+    out = []
+    for op in listed:
+        if isinstance(op, dict):
+            out.append(op)
+        elif op in known:
+            out.append(dict(known[op]))
+        else:
+            raise ValueError(f"operator {op!r} is not in {OPERATORS}")
+    return out
 
 
 def load(name: str, folder: Path = SCENARIOS) -> dict[str, Any]:
@@ -29,6 +56,7 @@ def load(name: str, folder: Path = SCENARIOS) -> dict[str, Any]:
         data = {**base, **{k: v for k, v in data.items() if k not in ("base", "changes")}, "base": data["base"],
                 "events": apply_changes(base["events"], data.get("changes", [])),
                 "operators": base["operators"] + data.get("operators", [])}  # fmt: skip
+    data["operators"] = _operators(data.get("operators", []))
     return data
 
 
@@ -128,15 +156,19 @@ def replace_strings(node: Any, mapping: dict[str, str]) -> Any:
     return node
 
 
-def instantiate(scenario: dict[str, Any], tag: str) -> dict[str, Any]:
-    """A copy of the scenario with every code made unique by ``tag`` (1-4 characters of [0-9A-Z])."""
+def instantiate(scenario: dict[str, Any], tag: str, *, operators: bool = True) -> dict[str, Any]:
+    """A copy of the scenario with every code made unique by ``tag`` (1-4 characters of [0-9A-Z]).
+
+    With ``operators=False`` the operator codes stay as they are: the copy is another chain through the
+    same operators (lots, numbers, ear tags and event ids are still its own).
+    """
     if not (1 <= len(tag) <= 4 and tag.isalnum() and tag.upper() == tag):
         raise ValueError("tag must be 1-4 characters of [0-9A-Z]")
     lots: set[str] = set()
     numbers: set[str] = set()
     _collect(scenario["events"], lots, numbers)
     _collect(scenario.get("expect", {}), lots, numbers)
-    mapping = {op["code"]: op["code"] + tag for op in scenario["operators"]}
+    mapping = {op["code"]: op["code"] + tag for op in scenario["operators"]} if operators else {}
     # Ear tags are never reused: each replay gets its own serials (region kept, serial derived from the tag).
     for tag_code in ear_tags_in(scenario["events"]):
         serial = int(hashlib.sha256(f"{tag_code}/{tag}".encode()).hexdigest(), 16) % 10**8

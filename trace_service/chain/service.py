@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from trace_service.access import repository as access_repo
+from trace_service.access import scopes
 from trace_service.access import service as access
 from trace_service.access.models import Principal, Role
 from trace_service.chain import repository as repo
@@ -21,9 +23,12 @@ from trace_service.errors import Forbidden, NotFound
 MAX_DEPTH = 50
 LOCAL = ZoneInfo("Asia/Shanghai")
 
-# Operators whose names a consumer may see: businesses, not people (a wholesaler or a stall keeper
-# is often a person trading under their own name).
-PUBLIC_NAME_KINDS = {"slaughterhouse", "wholesale_market", "retail_market", "supermarket", "planting_base", "canteen"}
+# Operators whose names a consumer may see: businesses. A wholesaler is shown by its registered trade name
+# (a trade name is not personal data; the consumer asks which supplier it was). A farm may be a family and a
+# stall keeper is often a person: they are shown by kind (the stall by the label the market gives it).
+PUBLIC_NAME_KINDS = {
+    "slaughterhouse", "wholesale_market", "wholesaler", "retail_market", "supermarket", "planting_base", "canteen",
+}  # fmt: skip
 KIND_LABELS = {
     "farm": ("养殖场", "farm"),
     "slaughterhouse": ("定点屠宰厂", "slaughterhouse"),
@@ -88,8 +93,11 @@ class ChainService:
             raise NotFound(f"no lot or sale {row['code']}")
 
     async def lot(self, principal: Principal, code: str) -> dict[str, Any]:
+        granted = scopes.require_events(principal) if principal.role == Role.DEPARTMENT else None
         root = await self._root(code)
         [row] = await repo.load_lots(self.conn, [root])
+        if granted is not None:
+            return await self._department_lot(principal, granted, code, row)
         await self._check_read(principal, root, row)
         body = _lot_body(row)
         body["documents"] = row["documents"]
@@ -107,6 +115,8 @@ class ChainService:
 
     async def trace(self, principal: Principal, code: str, direction: str, max_depth: int) -> str:
         """The lineage as JSON text, rendered by Postgres in the same statement that walks the graph."""
+        if principal.role == Role.DEPARTMENT:
+            scopes.require_events(principal)
         if principal.role == Role.OPERATOR:
             if direction != "up":
                 raise Forbidden("operators may trace up from their own lots only")
@@ -121,10 +131,69 @@ class ChainService:
         )
         if body is None:
             raise NotFound(f"no lot or sale {code}")
+        if principal.role == Role.DEPARTMENT:
+            return await self._department_trace(principal, code, body)
         return body
 
+    # -- a department's reads (contract section 9): the graph, with the events its scopes cover ---------------
+
+    async def _department_lot(
+        self, principal: Principal, granted: scopes.Scopes, code: str, row: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The lot as a regulator sees it, less what comes from events outside the key's scopes: the facts of
+        other event types, and the documents and creating event when the lot's creating event is not covered."""
+        body = _lot_body(row)
+        facts = await repo.load_facts(self.conn, [row["id"]])
+        ids = [f["event_id"] for f in facts] + ([row["created_by_event"]] if row["created_by_event"] else [])
+        types = {e["event_id"]: e["event_type"] for e in await repo.load_events(self.conn, ids)}
+        created = row["created_by_event"]
+        covered = created is not None and granted.covers_event(types.get(created, ""))
+        body["created_by_event"] = str(created) if covered else None
+        body["documents"] = row["documents"] if covered else {}
+        body["facts"] = [
+            {
+                "fact": f["fact"],
+                "result": f["result"],
+                "occurred_at": f["occurred_at"].isoformat(),
+                "event_id": str(f["event_id"]),
+                **f["data"],
+            }
+            for f in facts
+            if granted.covers_event(types.get(f["event_id"], ""))
+        ]
+        if not granted.personal and row["holder_kind"] not in PUBLIC_NAME_KINDS:
+            body["holder_name"] = None  # a farmer's or a stall keeper's name is a person's
+        await access_repo.record_audit(
+            self.conn, actor=principal.key_id, role=principal.role.value, action="read",
+            subject=f"/v1/lots/{code}", count=len(body["facts"]),
+        )  # fmt: skip
+        return body
+
+    async def _department_trace(self, principal: Principal, code: str, text: str) -> str:
+        """The lineage with only the events the key's scopes cover, and holders' names only of businesses
+        unless the key has ``personal``."""
+        granted = scopes.Scopes.of(principal)
+        body = orjson.loads(text)
+        types = {e["event_id"]: e["event_type"] for e in body["events"]}
+        body["events"] = [e for e in body["events"] if granted.covers_event(e["event_type"])]
+        holders = {x["holder"] for x in body["lots"]}
+        kinds = {} if granted.personal else await access_repo.operator_kinds(self.conn, holders)
+        for lot in body["lots"]:
+            if lot.get("created_by_event") and not granted.covers_event(types.get(lot["created_by_event"], "")):
+                lot["created_by_event"] = None
+            if not granted.personal and kinds.get(lot["holder"]) not in PUBLIC_NAME_KINDS:
+                lot["holder_name"] = None
+        await access_repo.record_audit(
+            self.conn, actor=principal.key_id, role=principal.role.value, action="read",
+            subject=f"/v1/lots/{code}/trace", count=len(body["events"]),
+        )  # fmt: skip
+        return orjson.dumps(body).decode()
+
     async def recall(self, principal: Principal, code: str) -> str:
-        """Every downstream lot and sale with holders and totals, as JSON text."""
+        """Every downstream lot and sale with holders and totals, as JSON text (regulators and admins: it names
+        every holder's contact, which is no department's to read)."""
+        if principal.role == Role.DEPARTMENT:
+            raise Forbidden("a recall is for regulators; a department reads the lot and its trace")
         access.require(principal, Role.ADMIN, Role.REGULATOR)
         body = await repo.recall_json(self.conn, code, MAX_DEPTH)
         if body is None:
@@ -152,7 +221,6 @@ class ChainService:
         depths = await repo.walk(self.conn, root, "up", MAX_DEPTH)
         rows = {r["id"]: r for r in await repo.load_lots(self.conn, list(depths))}
         facts = await repo.load_facts(self.conn, list(depths))
-        by_code = {r["code"]: r for r in rows.values()}
         me = rows[root]
         if me["status"] == "unresolved":
             raise NotFound(f"no lot or sale {code}")
@@ -169,6 +237,7 @@ class ChainService:
 
         checks = _checks(ancestors, facts, batch, carcass)
         stopped = [r for r in ancestors if r["status"] == "stopped"]
+        warning = _warning(stopped, facts)
         operators = await self._operators({r["holder"] for r in ancestors if r["holder"]} | _suppliers(stocked))
 
         return {
@@ -178,15 +247,18 @@ class ChainService:
             "weight_kg": float(sale["kg_in"]) if sale else float((me["kg_in"] or 0) - (me["kg_out"] or 0)),
             "sold_at": _local(sale["created_at"]) if sale else None,
             "seller": _public_operator(operators.get(me["holder"])) if sale else None,
-            "market": _market(operators, me["holder"]) if sale else None,
-            "stall": (me["documents"].get("stall") or me["holder"]) if sale else None,
+            # The market the sale was made in, or the lot is held in: whose service desk a consumer asks.
+            "market": _market(operators, me["holder"]),
+            # The stall as the market labels it (A区12号); never the stall keeper's operator code.
+            "stall": me["documents"].get("stall") if sale else None,
             "stocked_at": _local(stocked["created_at"]) if stocked else None,
             "supplier": _public_operator(operators.get(stocked["documents"].get("seller"))) if stocked else None,
             "slaughterhouse": _public_operator(operators.get(batch["holder"])) if batch else None,
             "slaughtered_at": _local(carcass["created_at"]) if carcass else None,
             "checks": checks,
             "origin": _origin(origin, operators),
-            "warning": _warning(stopped, by_code),
+            "warning": warning,
+            "status": _summary(checks, warning),
         }
 
     async def _operators(self, codes: set[str]) -> dict[str, dict[str, Any]]:
@@ -290,12 +362,56 @@ def _checks(
     return checks
 
 
-def _warning(stopped: list[dict[str, Any]], by_code: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+# Why a lot is stopped, from the facts that stop it (the same facts as chain.repository's status), in the
+# order the page names them.
+STOP_REASONS = {
+    "asf_positive": ("非洲猪瘟检测阳性", "ASF test positive"),
+    "test_failed": ("检测不合格", "failed test"),
+    "held": ("监管部门控制", "held by the regulator"),
+}
+
+
+def _stop_reasons(stopped: list[dict[str, Any]], facts: list[dict[str, Any]]) -> list[str]:
+    """The reasons behind the stops of these lots: their stopping facts since their last release."""
+    codes = {r["code"] for r in stopped}
+    found: set[str] = set()
+    for code in codes:
+        mine = [f for f in facts if f["lot"] == code]
+        released = max((f["occurred_at"] for f in mine if f["fact"] == "release"), default=None)
+        for f in mine:
+            if released is not None and f["occurred_at"] <= released:
+                continue
+            if f["fact"] == "hold":
+                found.add("held")
+            elif f["fact"] == "test" and f["result"] == "fail":
+                found.add("test_failed")
+            elif f["fact"] == "asf" and f["result"] == "positive":
+                found.add("asf_positive")
+    return [r for r in STOP_REASONS if r in found]
+
+
+def _warning(stopped: list[dict[str, Any]], facts: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not stopped:
         return None
+    reasons = _stop_reasons(stopped, facts)
+    why_zh = "、".join(STOP_REASONS[r][0] for r in reasons) or "检测不合格、非洲猪瘟阳性或监管扣留"
+    why_en = ", ".join(STOP_REASONS[r][1] for r in reasons) or "a failed test, ASF positive or a regulator's hold"
     return {
         "level": "stopped",
-        "zh": "警告：该产品或其上游批次已被暂停销售（检测不合格、非洲猪瘟阳性或监管扣留），请勿食用并联系市场管理方。",
-        "en": "Warning: this product or a lot it came from has been stopped (failed test, ASF positive or a "
-        "regulator's hold). Do not eat it; contact the market.",
+        "reasons": reasons,
+        "zh": f"警告：该产品或其上游批次已暂停销售（原因：{why_zh}），请勿食用。",
+        "en": f"Warning: sale of this product, or of a lot it came from, is stopped ({why_en}). Do not eat it.",
     }
+
+
+def _summary(checks: dict[str, Any], warning: dict[str, Any] | None) -> str:
+    """The worst state the consumer must know of: stopped, a failed check, a check not recorded, or all
+    checks passed. The page's headline says this and nothing more cheerful."""
+    results = [v for k, v in checks.items() if k != "pesticide_tested_at"]
+    if warning is not None:
+        return "stopped"
+    if "fail" in results:
+        return "failed"
+    if results and all(r == "pass" for r in results):
+        return "passed"
+    return "incomplete"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
 
@@ -58,6 +59,10 @@ _OWNER = sa.text(
     sa.bindparam("serial", type_=sa.Integer),
 )
 
+_ISSUERS = sa.text("SELECT seq FROM code_issuers WHERE seq = ANY(:seqs)").bindparams(
+    sa.bindparam("seqs", type_=sa.ARRAY(sa.Integer))
+)
+
 
 @dataclass(frozen=True)
 class Block:
@@ -80,3 +85,10 @@ async def block_owner(conn: AsyncConnection, seq: int, day: date, serial: int) -
     """The operator a serial was issued to, or None when no block holds it."""
     owner: str | None = (await conn.execute(_OWNER, {"seq": seq, "day": day, "serial": serial})).scalar_one_or_none()
     return owner
+
+
+async def issuers(conn: AsyncConnection, seqs: Collection[int]) -> set[int]:
+    """Which of these issuer sequences belong to an operator the service has issued codes to."""
+    if not seqs:
+        return set()
+    return set((await conn.execute(_ISSUERS, {"seqs": sorted(set(seqs))})).scalars())

@@ -1,4 +1,5 @@
-"""Use cases of issued lot codes: issue a batch to an operator, find whose an issued code is.
+"""Use cases of issued lot codes: issue a batch to an operator, find whose an issued code is, and refuse
+events naming a malformed code under an issuer's prefix.
 
 An issued code reads ``<issuer-seq 6><yyMMdd 6><serial 7><check 1>`` (contract section 1): the
 operator's issuer sequence (assigned the first time it asks), the issue date in Asia/Shanghai, a
@@ -7,9 +8,12 @@ per-(operator, day) serial and a GS1 mod-10 check digit over the first 19 digits
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trace_service.access.models import Principal, Role
@@ -19,8 +23,11 @@ from trace_service.contract.codes import (
     ISSUED_SERIAL_MAX,
     ISSUER_SEQ_MAX,
     format_issued_code,
+    issued_code_problem,
+    issuer_prefix,
     parse_issued_code,
 )
+from trace_service.contract.events import lot_codes
 from trace_service.errors import Conflict, Forbidden, InvalidInput
 
 MAX_CODES_PER_REQUEST = 1000
@@ -76,3 +83,29 @@ async def owner_of_code(conn: AsyncConnection, code: str) -> str | None:
     if parsed is None:
         return None
     return await repo.block_owner(conn, parsed.issuer_seq, parsed.day, parsed.serial)
+
+
+async def misissued_codes(conn: AsyncConnection, events: Sequence[BaseModel]) -> dict[int, list[dict[str, Any]]]:
+    """The lot codes of these events that carry the prefix of an issuer of this service without being
+    well-formed issued codes (contract section 1), as ``details`` by the event's position.
+
+    The API (422) and the worker (dead letter ``invalid_event``) call this after the contract's validation,
+    so both decide alike. Only 20-digit codes that fail the issued-code check need the database, and they
+    take one query for the whole batch; another system's 20-digit code passes when its first 6 digits are
+    no issuer's sequence.
+    """
+    suspects: list[tuple[int, str, str, str, int]] = []
+    for i, event in enumerate(events):
+        for field, code in lot_codes(event):
+            problem = issued_code_problem(code)
+            seq = issuer_prefix(code)
+            if problem is not None and seq is not None:
+                suspects.append((i, field, code, problem, seq))
+    if not suspects:
+        return {}
+    known = await repo.issuers(conn, {s[4] for s in suspects})
+    found: dict[int, list[dict[str, Any]]] = {}
+    for i, field, _code, problem, seq in suspects:
+        if seq in known:
+            found.setdefault(i, []).append({"field": field, "type": "issued_code_invalid", "message": problem})
+    return found

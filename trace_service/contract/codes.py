@@ -150,14 +150,33 @@ def is_valid_issued_code(code: str) -> bool:
     return parse_issued_code(code) is not None
 
 
-def check_lot_code(code: str) -> str:
-    """Reject a lot code of the issued form (20 digits) whose last digit is not its GS1 check digit.
+def issuer_prefix(code: str) -> int | None:
+    """The issuer sequence a code would carry if the service had issued it: the first 6 digits of a code of
+    the issued form (20 ASCII digits), else None. Whether that sequence belongs to an issuer is a question
+    for the ``code_issuers`` table."""
+    return int(code[:6]) if has_issued_code_form(code) else None
 
-    Other lengths, and 20-digit codes with a right check digit (issued here or not), pass.
+
+def issued_code_problem(code: str) -> str | None:
+    """Why ``code`` cannot be a code the service issued (wrong GS1 check digit, no real date, a zero
+    serial), or None when it could be one, or is not of the issued form at all.
+
+    Contract section 1: the check applies only to codes whose first 6 digits are the sequence of an
+    operator the service issued codes to; the caller decides that (it needs the database). Other systems'
+    20-digit codes (the national and provincial platforms print them without a GS1 check digit) are
+    accepted as they are, so this is never a field validator of the event models.
     """
-    if has_issued_code_form(code) and not has_valid_check_digit(code):
-        raise ValueError(
-            f"lot code {code!r} fails its check digit: 20-digit codes are issued codes whose last digit "
-            f"is the GS1 mod-10 check digit of the first 19 (expected {gs1_check_digit(code[:-1])})"
+    if not has_issued_code_form(code):
+        return None
+    lead = (
+        f"lot code {code!r} starts with {code[:6]}, a prefix of codes this service issues "
+        "(<issuer 6><yyMMdd 6><serial 7><check 1>), but"
+    )
+    if not has_valid_check_digit(code):
+        return (
+            f"{lead} fails its check digit: the last digit must be the GS1 mod-10 check digit of the first 19 "
+            f"(expected {gs1_check_digit(code[:-1])})"
         )
-    return code
+    if parse_issued_code(code) is None:
+        return f"{lead} its date part {code[6:12]} is not a real date (yyMMdd) or its serial is 0000000"
+    return None

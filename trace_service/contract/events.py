@@ -27,7 +27,7 @@ from pydantic import (
     ValidationError,
 )
 
-from trace_service.contract.codes import CodePatterns, check_ear_tag, check_farm_code, check_lot_code, check_region
+from trace_service.contract.codes import CodePatterns, check_ear_tag, check_farm_code, check_region
 
 MAX_KG = 100_000.0  # 100 t: no single lot or line of this trade weighs more
 MAX_HEAD = 100_000
@@ -108,6 +108,13 @@ ProductCode = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z._-]{1,32}$"
 Plate = Annotated[str, StringConstraints(min_length=2, max_length=16), _SAFE]
 
 
+LOT_CODE_DESCRIPTION = (
+    "Lot or trace code. A 20-digit code whose first 6 digits are the sequence of an operator this service "
+    "issued codes to must be a valid issued code (GS1 mod-10 check digit last, checked by the service); other "
+    "systems' codes are taken as they are."
+)
+
+
 class Strict(BaseModel):
     """Base of every contract model: unknown fields are an error, types are not coerced."""
 
@@ -130,7 +137,9 @@ def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000
     p = patterns or CodePatterns()
 
     OperatorCode = Annotated[str, StringConstraints(pattern=p.operator)]
-    LotCode = Annotated[str, StringConstraints(pattern=p.lot), AfterValidator(check_lot_code)]
+    # No check digit here: whether a 20-digit code is one the service issued depends on the issuers in the
+    # database (contract section 1), so intake and worker check it after validation (lot_codes below).
+    LotCode = Annotated[str, StringConstraints(pattern=p.lot), Field(description=LOT_CODE_DESCRIPTION)]
     FarmCode = Annotated[str, StringConstraints(pattern=p.farm), AfterValidator(check_farm_code)]
     EarTag = Annotated[str, StringConstraints(pattern=p.ear_tag), AfterValidator(check_ear_tag)]
     Region = Annotated[str, StringConstraints(pattern=p.region), AfterValidator(check_region)]
@@ -298,6 +307,47 @@ def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000
     event = TypeAdapter(union)
     events = TypeAdapter(Annotated[list[union], Field(min_length=1, max_length=max_events)])
     return Catalogue(patterns=p, event=event, events=events, models=models, data_models=data_models)
+
+
+# -- the lot codes an event names ---------------------------------------------------------------------
+
+# Every field of each event type's data that holds a lot code, as dotted paths (``*`` for each item of a
+# list). tests/test_consumer_page.py checks it against the models, so a new lot field cannot be missed.
+LOT_FIELDS: dict[str, tuple[str, ...]] = {
+    EventType.FARM_PIGS_DISPATCHED: ("lot",),
+    EventType.SLAUGHTER_PIGS_RECEIVED: ("lot", "from_lot"),
+    EventType.SLAUGHTER_ASF_TESTED: ("lot",),
+    EventType.SLAUGHTER_BATCH_SLAUGHTERED: ("lot", "outputs.*.lot"),
+    EventType.PRODUCE_HARVESTED: ("lot",),
+    EventType.TRADE_SHIPPED: ("lines.*.lot",),
+    EventType.TRADE_RECEIVED: ("lines.*.lot", "lines.*.from_lot"),
+    EventType.LOT_TESTED: ("lot",),
+    EventType.RETAIL_SOLD: ("sale_code", "lot"),
+    EventType.LOT_DISPOSED: ("lot",),
+    EventType.REGULATOR_LOT_HELD: ("lot",),
+    EventType.REGULATOR_LOT_RELEASED: ("lot",),
+}
+
+
+def lot_codes(event: BaseModel) -> list[tuple[str, str]]:
+    """(field, code) for every lot code a validated event names, the field as the client wrote it
+    (``data.lines.0.from_lot``)."""
+    found: list[tuple[str, str]] = []
+
+    def walk(node: Any, parts: list[str], where: str) -> None:
+        if node is None:
+            return
+        if not parts:
+            found.append((where, node))
+        elif parts[0] == "*":
+            for i, item in enumerate(node):
+                walk(item, parts[1:], f"{where}.{i}")
+        else:
+            walk(getattr(node, parts[0]), parts[1:], f"{where}.{parts[0]}")
+
+    for path in LOT_FIELDS[event.event_type]:  # type: ignore[attr-defined]
+        walk(event.data, path.split("."), "data")  # type: ignore[attr-defined]
+    return found
 
 
 # -- canonical form ----------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from trace_service.contract.codes import (
     PROVINCE_PREFIXES,
     check_ear_tag,
     check_farm_code,
-    check_lot_code,
     check_region,
 )
 from trace_service.contract.events import Catalogue, EventType, _three_decimals, storable_text, storable_time
@@ -137,11 +136,6 @@ _AFTER_VALIDATORS: dict[Callable[..., Any], Callable[[JsonSchemaValue], JsonSche
     check_farm_code: _after(
         f"^{_PROVINCE}[0-9]{{4}}",
         "Farm code (畜禽养殖代码): the farm's 6-digit region code (real province prefix) + 4-digit sequence.",
-    ),
-    check_lot_code: _after(
-        None,
-        "20-digit all-digit codes are issued codes: the last digit must be the GS1 mod-10 check digit of the "
-        "first 19 (checked by the service).",
     ),
     check_ear_tag: _after(
         f"^1{_PROVINCE}[0-9]{{4}}",

@@ -37,6 +37,10 @@ class Operator(SQLModel, table=True):
         default=None, sa_column=sa.Column(sa.Text, sa.ForeignKey("operators.code"), nullable=True, index=True)
     )
     credit_code: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    # A designated emergency outlet (应急投放网点), marked by a regulator (migration 0013).
+    emergency_outlet: bool = Field(
+        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
+    )
     status: str = Field(sa_column=sa.Column(sa.Text, nullable=False, server_default="active"))
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
@@ -57,6 +61,8 @@ class ApiKey(SQLModel, table=True):
     created_by: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     created_at: datetime = _ts()
     revoked_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
+    # A department key's scopes (contract section 9): event-type patterns, alerts, market, personal.
+    scopes: list[str] | None = Field(default=None, sa_column=sa.Column(sa.ARRAY(sa.Text), nullable=True))
 
 
 class StoredEvent(SQLModel, table=True):
@@ -75,7 +81,11 @@ class StoredEvent(SQLModel, table=True):
     kafka_offset: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     recorded_at: datetime = _ts()
 
-    __table_args__ = (sa.Index("ix_events_operator_recorded", "operator", "recorded_at"),)
+    # By time of occurrence: the keyset pages of the exports (migration 0011).
+    __table_args__ = (
+        sa.Index("ix_events_operator_recorded", "operator", "recorded_at"),
+        sa.Index("ix_events_occurred", "occurred_at", "event_id"),
+    )
 
 
 class Intake(SQLModel, table=True):
@@ -156,6 +166,8 @@ class Lot(SQLModel, table=True):
     __tablename__ = "lots"
     __table_args__ = (
         sa.Index("ix_lots_unresolved", "first_seen_at", postgresql_where=sa.text("status = 'unresolved'")),
+        # Stock on hand (market/stock.py): the active lots by creation time (migration 0013).
+        sa.Index("ix_lots_stock", "created_at", postgresql_where=sa.text("status = 'active' AND kind <> 'sale'")),
     )
 
     id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True))
@@ -460,6 +472,8 @@ class MarketRollupDaily(SQLModel, table=True):
     (market ``city``), summed when written. One row per writing worker's shard; readers sum the shards."""
 
     __tablename__ = "market_rollup_daily"
+    # The last days of every market (average sales, the bulletin): by day (migration 0013).
+    __table_args__ = (sa.Index("ix_market_rollup_daily_day", "day", "product_code"),)
 
     market: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
     product_code: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
@@ -517,6 +531,20 @@ class MarketSweep(SQLModel, table=True):
     swept_at: datetime = _ts()
 
 
+class MarketArrival(SQLModel, table=True):
+    """When a local day's market figures last changed, per writing worker's shard (migration 0014): the day
+    is judged on its totals once nothing for it has arrived for the quiet period. ``version`` counts the
+    batches that changed it, ``judged`` is the version its last judgement saw."""
+
+    __tablename__ = "market_arrivals"
+
+    day: date = Field(sa_column=sa.Column(sa.Date, primary_key=True))
+    shard: int = Field(sa_column=sa.Column(sa.SmallInteger, primary_key=True))
+    arrived_at: datetime = Field(sa_column=sa.Column(TZ, nullable=False))
+    version: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="1"))
+    judged: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
+
+
 class Integrator(SQLModel, table=True):
     """A direct producer to the events topic (contract section 8) and the operators it may report for.
 
@@ -539,7 +567,127 @@ class Integrator(SQLModel, table=True):
 # -- sharing: the stream, department scopes, the audit (migration 0011) --
 
 
+class SharedItem(SQLModel, table=True):
+    """One item of the shared stream (contract section 9): an applied event, an alert version or a market
+    figure, written in the transaction that made it. ``seq`` is drawn under a transaction-scoped advisory
+    lock right before the commit, so the order of ``seq`` is the order in which items become visible
+    (docs/adr/0006-shared-stream-order.md). ``item`` is the full, unredacted item; readers redact."""
+
+    __tablename__ = "shared_items"
+
+    seq: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))
+    kind: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    event_type: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    rule: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    # The reporting operator's region (events, alerts about an operator) or the market's (market figures).
+    region: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    operator: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    item: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
+    created_at: datetime = _ts()
+
+
+class AuditEntry(SQLModel, table=True):
+    """Who read or received what: a feed page, an export, a department's read, a delivery."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True))
+    actor: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    role: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    action: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    subject: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    count: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    first_seq: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+    last_seq: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+    detail: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False, server_default="{}"))
+    at: datetime = _ts()
+
+    # Newest first is a backward scan of the primary key; per actor, of this one.
+    __table_args__ = (sa.Index("ix_audit_log_actor", "actor", "id"),)
+
+
 # -- sharing: subscriptions, deliveries, reports (migration 0012) --
+
+
+class Subscription(SQLModel, table=True):
+    """A webhook subscription (contract section 9): where to POST the stream, which part of it, how far it got.
+
+    ``cursor_seq`` is the last ``seq`` the receiver acknowledged (2xx). The batch in flight is pinned by
+    ``pending_id`` (its ``webhook-id``) and ``pending_until`` (the cursor it moves to), so that a retry, even by
+    another deliverer, sends the same batch under the same id. The secret is not stored: it is derived from the
+    signing master and ``secret_salt`` (delivery/signing.py). ``lease_owner`` / ``lease_expires_at`` say which
+    ``deliver`` process works on it; another takes it over once the lease has expired.
+    """
+
+    __tablename__ = "subscriptions"
+    # No index on the lease: renewing it must stay a HOT update, and the claim reads a small table.
+    __table_args__ = (sa.Index("ix_subscriptions_owner", "owner_key_id", "created_at"),)
+
+    id: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    url: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    owner_key_id: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    owner_role: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    kinds: list[str] | None = Field(default=None, sa_column=sa.Column(sa.ARRAY(sa.Text), nullable=True))
+    event_types: list[str] | None = Field(default=None, sa_column=sa.Column(sa.ARRAY(sa.Text), nullable=True))
+    rules: list[str] | None = Field(default=None, sa_column=sa.Column(sa.ARRAY(sa.Text), nullable=True))
+    regions: list[str] | None = Field(default=None, sa_column=sa.Column(sa.ARRAY(sa.Text), nullable=True))
+    allow_private: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false()))
+    secret_salt: bytes = Field(sa_column=sa.Column(BYTEA, nullable=False))
+    status: str = Field(sa_column=sa.Column(sa.Text, nullable=False, server_default="active"))
+    cursor_seq: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
+    pending_id: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    pending_until: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+    attempts: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    next_attempt_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
+    failing_since: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    last_error_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
+    last_success_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
+    paused_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
+    lease_owner: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    lease_expires_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    ended_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
+
+
+class SubscriptionDelivery(SQLModel, table=True):
+    """One attempt to deliver a batch: its ``webhook-id``, the seqs it carried, and what the receiver answered."""
+
+    __tablename__ = "subscription_deliveries"
+    __table_args__ = (sa.Index("ix_subscription_deliveries_sub", "subscription_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True))
+    subscription_id: str = Field(sa_column=sa.Column(sa.Text, sa.ForeignKey("subscriptions.id"), nullable=False))
+    delivery_id: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    first_seq: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+    last_seq: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+    until_seq: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    items: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    status_code: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    duration_ms: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    deliverer: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    at: datetime = _ts()
+
+
+class ReportFile(SQLModel, table=True):
+    """A file of the upward report of a day (one per node, and the manifest): what was written and what was
+    pushed, so that a rerun pushes only what the receiver has not acknowledged with these exact bytes."""
+
+    __tablename__ = "report_files"
+
+    day: date = Field(sa_column=sa.Column(sa.Date, primary_key=True))
+    name: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    operator: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    records: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    size_bytes: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    sha256: bytes = Field(sa_column=sa.Column(BYTEA, nullable=False))
+    written_at: datetime = _ts()
+    pushed_sha256: bytes | None = Field(default=None, sa_column=sa.Column(BYTEA, nullable=True))
+    pushed_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
+    push_attempts: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
 
 
 metadata = SQLModel.metadata

@@ -18,9 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trace_service.access import service as access
 from trace_service.access.models import Principal, Role
+from trace_service.access.scopes import Scopes, require_events
 from trace_service.alerts import repository as alerts_repo
 from trace_service.chain import ownership
 from trace_service.chain import repository as chain_repo
+from trace_service.codes import service as codes
 from trace_service.contract.events import (
     Catalogue,
     canonical_bytes,
@@ -42,6 +44,7 @@ from trace_service.ingest import metrics
 from trace_service.ingest import repository as repo
 from trace_service.ingest.publisher import EventPublisher
 from trace_service.settings import Settings
+from trace_service.sharing import repository as sharing
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +63,7 @@ class Prepared:
     events: list[BaseModel]
     canonical: list[bytes]
     hashes: list[bytes]
+    batch: bool = False  # the body was an array: details carry an index
 
 
 class IntakeService:
@@ -130,7 +134,7 @@ class IntakeService:
             events = [events[i] for i in keep]
             canonical = [canonical[i] for i in keep]
             hashes = [hashes[i] for i in keep]
-        return Prepared(events=events, canonical=canonical, hashes=hashes)
+        return Prepared(events=events, canonical=canonical, hashes=hashes, batch=batch)
 
     # -- the use case ------------------------------------------------------------------------------
 
@@ -149,6 +153,8 @@ class IntakeService:
         return Accepted(ids=ids, statuses=statuses, complete=complete)
 
     async def _accept(self, body: bytes, principal: Principal) -> list[uuid.UUID]:
+        if principal.role == Role.DEPARTMENT:
+            raise Forbidden("a department key only reads, within its scopes; it cannot post events")
         if self._slots.locked():
             raise Overloaded("too many requests in flight; retry later", retry_after=1)
         async with self._slots:
@@ -159,6 +165,7 @@ class IntakeService:
 
             try:
                 async with self._engine.connect() as conn:
+                    await self._check_issued_codes(conn, prepared)
                     await self._authorize(conn, principal, events)
                     known = await repo.known_fingerprints(conn, ids)
             except (OperationalError, InterfaceError, OSError) as exc:
@@ -207,6 +214,14 @@ class IntakeService:
             # The rows stay and the redeliverer produces them later: the events are applied although
             # this request answered 503, which a retry of the same ids makes harmless.
             log.warning("intake_ledger_cleanup_failed", error=type(exc).__name__, count=len(ids))
+
+    async def _check_issued_codes(self, conn: Any, prepared: Prepared) -> None:
+        """The rest of validation, which needs the issuers in the database: a code under an issuer's prefix
+        must be a well-formed issued code (contract section 1). 422 like any other invalid field."""
+        found = await codes.misissued_codes(conn, prepared.events)
+        if found:
+            details = [({"index": i} if prepared.batch else {}) | item for i in sorted(found) for item in found[i]]
+            raise InvalidInput("the events are not valid; nothing was accepted", details=details)
 
     async def _authorize(self, conn: Any, principal: Principal, events: Sequence[BaseModel]) -> None:
         problems = []
@@ -294,8 +309,22 @@ class IntakeService:
                 if scope is None or row["operator"] not in scope:
                     # Do not reveal that another operator's event exists.
                     raise NotFound(f"no event {event_id}")
+            if principal.role == Role.DEPARTMENT:
+                # Applied events of the types in scope only; the rest is as unknown (contract section 9).
+                scopes = require_events(principal)
+                event_type = await sharing.event_type(conn, event_id) if row["status"] == "applied" else None
+                if event_type is None or not scopes.covers_event(event_type):
+                    raise NotFound(f"no event {event_id}")
             raised = await alerts_repo.alerts_of_events(conn, [event_id])
-        return self._status_body(event_id, row, raised.get(event_id, []))
+        alerts = raised.get(event_id, [])
+        if principal.role == Role.DEPARTMENT:
+            alerts = alerts if Scopes.of(principal).alerts else []
+            async with self._engine.begin() as conn:
+                await sharing.record_audit(
+                    conn, actor=principal.key_id, role=principal.role.value, action="read",
+                    subject=f"/v1/events/{event_id}", count=1,
+                )  # fmt: skip
+        return self._status_body(event_id, row, alerts)
 
     async def dead_letters(
         self, principal: Principal, *, cursor: str | None, code: str | None, limit: int

@@ -1,18 +1,20 @@
 """SQL of the market figures: adding a batch's deltas (set-based), reading cells and series for the rules
-and the supply API, and the markers of the clock-driven judgements."""
+and the supply API, the markers of the clock-driven judgements, when each day's data last arrived (and
+which days settled since they were last judged), and the state of the market alerts being re-judged."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trace_service.market.projection import Contribution
-from trace_service.market.rules import CITY
+from trace_service.market.rules import CITY, AlertState
 
 
 def _rows(result: Any) -> list[Any]:
@@ -111,6 +113,13 @@ rollup_hourly AS (
     ON CONFLICT (market, product_code, day, hour, shard) DO UPDATE SET
         kg_received = m.kg_received + excluded.kg_received,
         head = m.head + excluded.head
+),
+-- Each day whose figures changed: when, and one more version for the sweep to judge (this worker's shard).
+arrivals AS (
+    INSERT INTO market_arrivals AS a (day, shard, arrived_at)
+    SELECT DISTINCT day, $14::smallint, $16::timestamptz FROM counted ORDER BY 1
+    ON CONFLICT (day, shard) DO UPDATE SET
+        arrived_at = greatest(a.arrived_at, excluded.arrived_at), version = a.version + 1
 )
 SELECT c.day, COALESCE(o.parent, c.operator) AS market, c.product, bool_or(c.head > 0) AS heads,
        array_agg(DISTINCT c.event_id) AS event_ids
@@ -130,10 +139,10 @@ class Touched:
     event_ids: tuple[uuid.UUID, ...]
 
 
-async def add(conn: AsyncConnection, rows: Sequence[Contribution], *, shard: int = 0) -> list[Touched]:
-    """Add a batch's deltas (and settle the deltas that were waiting for their product). ``shard`` names the
-    rolled-up rows this writer adds to: a Kafka partition the calling worker owns, so that two workers never
-    update the same rolled-up row."""
+async def add(conn: AsyncConnection, rows: Sequence[Contribution], *, now: datetime, shard: int = 0) -> list[Touched]:
+    """Add a batch's deltas (and settle the deltas that were waiting for their product), and note ``now`` as
+    the latest arrival for each day they count for. ``shard`` names the rolled-up rows this writer adds to: a
+    Kafka partition the calling worker owns, so that two workers never update the same rolled-up row."""
     result = await conn.exec_driver_sql(
         _ADD,
         (
@@ -152,6 +161,7 @@ async def add(conn: AsyncConnection, rows: Sequence[Contribution], *, shard: int
             [r.head for r in rows],
             shard,
             CITY,
+            now,
         ),
     )
     return [Touched(r[0], r[1], r[2], bool(r[3]), tuple(sorted(r[4]))) for r in _rows(result)]
@@ -268,6 +278,97 @@ async def claim_sweep(conn: AsyncConnection, day: date, through_hour: int) -> bo
     if row is not None:
         await conn.exec_driver_sql("DELETE FROM market_sweeps WHERE day < $1::date - 7", (day,))
     return row is not None
+
+
+# Days whose data has settled since they were last judged: over (not after ``last_day``), with a version no
+# judgement has seen, and nothing for them arrived after ``quiet_before``. Claimed by marking the versions
+# judged; a row a batch is writing right now is skipped (that batch makes the day due again).
+_CLAIM_SETTLED = """
+WITH due AS (
+    SELECT day FROM market_arrivals
+    WHERE day <= $1::date
+    GROUP BY day
+    HAVING bool_or(version > judged) AND max(arrived_at) <= $2::timestamptz
+    ORDER BY day
+    LIMIT $3
+),
+locked AS (
+    SELECT a.day, a.shard FROM market_arrivals a JOIN due USING (day)
+    WHERE a.version > a.judged
+    ORDER BY 1, 2
+    FOR UPDATE OF a SKIP LOCKED
+)
+UPDATE market_arrivals a SET judged = a.version
+FROM locked l WHERE a.day = l.day AND a.shard = l.shard
+RETURNING a.day
+"""
+
+
+async def claim_settled(conn: AsyncConnection, last_day: date, quiet_before: datetime, limit: int) -> list[date]:
+    """Claim (at most ``limit``) days whose data settled since their last judgement, oldest first."""
+    result = await conn.exec_driver_sql(_CLAIM_SETTLED, (last_day, quiet_before, limit))
+    return sorted({r[0] for r in _rows(result)})
+
+
+@dataclass(frozen=True)
+class DayState:
+    """What the market monitor knows about the arrival of a day's data."""
+
+    pending: bool  # changed since its last judgement
+    quiet: bool  # nothing arrived for it after the quiet mark
+
+
+async def day_states(conn: AsyncConnection, days: Sequence[date], quiet_before: datetime) -> dict[date, DayState]:
+    """The days (of these) for which any figure ever arrived; a day not in the answer has no data."""
+    if not days:
+        return {}
+    result = await conn.exec_driver_sql(
+        """SELECT day, bool_or(version > judged), max(arrived_at) <= $2::timestamptz
+           FROM market_arrivals WHERE day = ANY($1::date[]) GROUP BY day""",
+        (sorted(set(days)), quiet_before),
+    )
+    return {r[0]: DayState(bool(r[1]), bool(r[2])) for r in _rows(result)}
+
+
+# Every (market, product) of a day that a judgement of the day looks at: those with figures on the day or
+# on one of the days it is compared with (``back`` days before), so that a market gone silent is judged too.
+_CELLS_FOR = """
+SELECT DISTINCT d.day, r.market, r.product_code
+FROM unnest($1::date[]) AS d(day)
+CROSS JOIN unnest($2::int[]) AS b(back)
+JOIN market_rollup_daily r ON r.day = d.day - b.back
+WHERE r.market <> $3::text
+ORDER BY 1, 2, 3
+"""
+
+
+async def cells_for(conn: AsyncConnection, days: Sequence[date], backs: Sequence[int]) -> list[tuple[date, str, str]]:
+    """(day, market, product) of every market (not the city) with figures on the day or ``back`` days before."""
+    if not days:
+        return []
+    result = await conn.exec_driver_sql(_CELLS_FOR, (sorted(set(days)), list(backs), CITY))
+    return [(r[0], r[1], r[2]) for r in _rows(result)]
+
+
+async def open_alerts(conn: AsyncConnection, alert_ids: Sequence[str]) -> set[str]:
+    """Which of these alerts exist and are not resolved."""
+    if not alert_ids:
+        return set()
+    result = await conn.exec_driver_sql(
+        "SELECT id FROM alerts WHERE id = ANY($1::text[]) AND status <> 'resolved'", (sorted(set(alert_ids)),)
+    )
+    return {r[0] for r in _rows(result)}
+
+
+async def alert_states(conn: AsyncConnection, alert_ids: Sequence[str]) -> dict[str, AlertState]:
+    """The stored level, status and evidence of these alerts (those that exist)."""
+    if not alert_ids:
+        return {}
+    result = await conn.exec_driver_sql(
+        "SELECT id, level, status, resolved_by, evidence::text FROM alerts WHERE id = ANY($1::text[])",
+        (sorted(set(alert_ids)),),
+    )
+    return {r[0]: AlertState(r[1], r[2], r[3], orjson.loads(r[4])) for r in _rows(result)}
 
 
 # The series of the supply API: figures per market (or the whole city) and product and day.

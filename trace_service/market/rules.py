@@ -10,13 +10,15 @@ A day in progress is judged for a *shortfall* (``supply_drop``, ``slaughter_drop
 receipts of the settled hours of the day against the same hours of the baseline days, and only once the
 baseline days had received most of their day by then (``partial_min_share``); before that the day is not
 judged, because "less than usual so far" at 03:00 says nothing. A surge or a price jump is judged on the
-figures so far, since more data can only confirm a surge. A finished day is judged on its totals.
+figures so far. A finished day is judged on its totals once its data has settled (``service.py`` says when);
+an alert of a rule that the totals no longer bear out is withdrawn with :func:`settled_note`, and an ongoing
+alert gets a new version only when :func:`worth_a_version` says its level or figures really moved.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -68,8 +70,18 @@ class MarketThresholds(BaseSettings):
     # A day in progress is judged for a shortfall only through hours by which the baseline days had
     # received this share of their day.
     partial_min_share: float = Field(default=0.80, gt=0, le=1)
-    # An hour (and a day) counts as settled this long after it ends, for reports that come in late.
+    # An hour (and a day) counts as over this long after it ends, for reports that come in late.
     settle_minutes: int = Field(default=30, ge=0, le=720)
+    # A finished day is judged on its totals only once no event for that day has arrived anywhere in the city
+    # for this long (a market back from an outage uploads hours of records at once). The default waits out
+    # a market's evening uploads and judges yesterday at 02:00; tests and benchmarks use seconds.
+    settle_quiet_seconds: float = Field(default=7200.0, ge=0, le=86400)
+    # Days whose data settled that one sweep judges at most (each also re-judges the days it is a baseline
+    # of); the rest wait for the next tick, so that a large backfill never makes one long transaction.
+    settle_days_per_sweep: int = Field(default=4, ge=1, le=400)
+    # An ongoing alert gets a new version (and an outbox row) only when its level changes, when its day's
+    # judgement becomes final, or when its figures move by more than this share of the baseline.
+    revise_step: float = Field(default=0.10, ge=0, le=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -436,11 +448,110 @@ def stock_out(product: str, day: date, sites: Sequence[SiteSales], t: MarketThre
     )
 
 
-SHORTFALL_RULES = (supply_drop, slaughter_drop)
-ALL_CELL_RULES = (supply_drop, supply_surge, price_spike, slaughter_drop)
+CELL_RULES: dict[str, Callable[[Cell, MarketThresholds], Finding | None]] = {
+    SUPPLY_DROP: supply_drop,
+    SUPPLY_SURGE: supply_surge,
+    PRICE_SPIKE: price_spike,
+    SLAUGHTER_DROP: slaughter_drop,
+}
+SHORTFALLS = frozenset({SUPPLY_DROP, SLAUGHTER_DROP})
 
 
-def judge(cell: Cell, t: MarketThresholds, *, shortfall_only: bool = False) -> list[Finding]:
-    """Every cell rule that fires on this cell."""
-    found = (rule(cell, t) for rule in (SHORTFALL_RULES if shortfall_only else ALL_CELL_RULES))
+def rules_of(cell: Cell) -> frozenset[str]:
+    """The cell rules that can fire on a cell: the city's slaughtered heads, or a market's kg and prices."""
+    if cell.market == CITY:
+        return frozenset({SLAUGHTER_DROP}) if cell.product == LIVE_PIG else frozenset()
+    return frozenset({SUPPLY_DROP, SUPPLY_SURGE, PRICE_SPIKE})
+
+
+def judge(cell: Cell, t: MarketThresholds, *, only: Collection[str] | None = None) -> list[Finding]:
+    """Every cell rule (of ``only``, if given) that fires on this cell."""
+    names = rules_of(cell) if only is None else rules_of(cell) & frozenset(only)
+    found = (CELL_RULES[name](cell, t) for name in sorted(names))
     return [f for f in found if f is not None]
+
+
+# -- withdrawing and re-versioning -------------------------------------------------------------------
+
+
+def settled_note(rule: str, cell: Cell, t: MarketThresholds) -> str:
+    """Why an alert of ``rule`` about this finished cell is withdrawn: the day's final figures, in Chinese then
+    English (the resolution note of an alert is one text)."""
+    where_zh, where_en = _where(cell)
+    if rule in (SUPPLY_DROP, SUPPLY_SURGE):
+        value = cell.today.kg_received
+        zh, en = f"全天到货 {_kg(value)} kg", f"{_kg(value)} kg received over the day"
+        base = baseline([h.kg_received for h in cell.history], t.min_baseline_points)
+        if base is not None:
+            low, high = band(base.value, t)
+            zh += f"，同星期基准 {_kg(base.value)} kg，正常范围 {_kg(low)}–{_kg(high)} kg"
+            en += f" against a same-weekday baseline of {_kg(base.value)} kg (normal {_kg(low)}..{_kg(high)} kg)"
+    elif rule == SLAUGHTER_DROP:
+        heads = cell.today.head
+        zh, en = f"全天屠宰生猪 {heads} 头", f"{heads} pigs slaughtered over the day"
+        base = baseline([h.head for h in cell.history], t.min_baseline_points)
+        if base is not None:
+            zh += f"，同星期基准 {base.value:.0f} 头"
+            en += f" against a same-weekday baseline of {base.value:.0f}"
+    else:
+        price = cell.today.avg_price
+        shown = "-" if price is None else f"{price:.2f}"
+        zh = f"全天零售均价 {shown} 元/kg（{cell.today.sale_count} 笔）"
+        en = f"average retail price {shown} yuan/kg over the day ({cell.today.sale_count} sales)"
+        for name_zh, name_en, ref in (
+            ("前一日", "the day before", cell.previous),
+            ("上周同日", "a week before", cell.history[0] if cell.history else None),
+        ):
+            if ref is not None and ref.avg_price is not None:
+                zh += f"，{name_zh} {ref.avg_price:.2f}"
+                en += f", {name_en} {ref.avg_price:.2f}"
+    return (
+        f"数据已齐，{where_zh} {cell.product} {cell.day} {zh}，未达到预警条件，系统撤回。"
+        f" Withdrawn: on the day's settled data, {where_en}, {cell.product} on {cell.day}: {en}."
+    )
+
+
+def stock_out_note(product: str, day: date, sites: Sequence[SiteSales], t: MarketThresholds) -> str:
+    """Why a ``stock_out`` alert is withdrawn: how many sample sites went without a sale on the settled day."""
+    sample = [s for s in sites if sum(1 for v in s.history if v > 0) >= t.min_baseline_points]
+    out = sum(1 for s in sample if s.sales <= 0)
+    return (
+        f"数据已齐，全市 {product} {day} 全天无销售的监测点 {out} 个"
+        f"（共 {len(sample)} 个，预警线 {t.stock_out_sites} 个），系统撤回。"
+        f" Withdrawn: on the day's settled data, {product} went unsold on {day} at {out} of "
+        f"{len(sample)} sample sites (the alert needs {t.stock_out_sites})."
+    )
+
+
+SYSTEM = "system"  # the actor of the service's own resolutions
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """What a new finding is compared with: the alert as stored."""
+
+    level: str | None
+    status: str
+    resolved_by: str | None
+    evidence: dict[str, Any]
+
+
+def worth_a_version(finding: Finding, current: AlertState | None, t: MarketThresholds) -> bool:
+    """Is this finding news about its alert? Yes for a new alert, a withdrawn one that fires again, a change of
+    level, a day whose judgement became final (or stopped being hour-for-hour), or figures that moved by more
+    than ``revise_step`` of the baseline; a surge growing by a few kg per batch is not."""
+    if current is None:
+        return True
+    if current.status == "resolved" and current.resolved_by == SYSTEM:
+        return True
+    if current.level != (finding.level.value if finding.level else None):
+        return True
+    old, new = current.evidence, finding.evidence
+    if (old.get("through_hour") is None) != (new.get("through_hour") is None):
+        return True
+    try:
+        base = abs(float(new["baseline"]))
+        moved = max(abs(float(new["value"]) - float(old["value"])), abs(base - abs(float(old["baseline"]))))
+    except (KeyError, TypeError, ValueError):
+        return old != new  # not figures this rule compares: any change is news
+    return moved > t.revise_step * base

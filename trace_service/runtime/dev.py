@@ -2,8 +2,8 @@
 
 Starts (unless ``TRACE_DATABASE_URL`` / ``TRACE_KAFKA_BOOTSTRAP`` point elsewhere) an embedded
 PostgreSQL with its data in ``<data-dir>/postgres`` and an embedded in-memory Kafka-protocol broker,
-migrates, then runs the API and the worker(s) as child processes, and supervises them until Ctrl-C or
-SIGTERM:
+migrates, then runs the API, the worker(s) and the deliverer as child processes, and supervises them until
+Ctrl-C or SIGTERM:
 
 * a worker or the API that dies is started again, with a backoff that grows while it keeps dying;
 * a broker that dies is started again on the same port. It comes back as a new, empty cluster, so the
@@ -16,7 +16,9 @@ On Ctrl-C or SIGTERM it stops the API, lets the worker apply what the broker sti
 keeps nothing on disk), stops the worker, the broker and Postgres, in that order. If ``dev`` itself is
 killed, its children stop on their parent-death signal, the embedded PostgreSQL daemon keeps running, and
 the next ``dev`` on the same data folder adopts it and produces again what the old broker forgot. Only one
-``dev`` runs on a data folder at a time (``<data-dir>/dev.lock``).
+``dev`` runs on a data folder at a time (``<data-dir>/dev.lock`` names it), and none starts on a port in use:
+a second one is refused before it touches Postgres, the broker or the port. While it serves,
+``<data-dir>/url`` holds its address for ``replay`` and ``simulate``.
 
 With ``demo``, once the service is ready it runs ``trace-service simulate`` (a week of a small city with a
 few faults, through the API) as a child process in the background; ``<data-dir>/demo-truth.json`` holds
@@ -31,6 +33,7 @@ import fcntl
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +48,7 @@ from aiokafka.errors import KafkaError
 from trace_service.db.engine import migrate
 from trace_service.kafka import ensure_topics
 from trace_service.runtime.embedded import EmbeddedBroker, EmbeddedError, EmbeddedPostgres, _parent_death_signal
+from trace_service.runtime.replay import URL_FILE
 from trace_service.settings import Settings
 
 DRAIN_SECONDS = 15.0
@@ -93,27 +97,52 @@ class DataDirInUse(RuntimeError):
     pass
 
 
+class PortInUse(RuntimeError):
+    pass
+
+
 def _lock_data_dir(data_dir: Path) -> int:
     """Hold ``<data-dir>/dev.lock`` for the life of this process (the kernel drops it when we die).
 
     A second ``dev`` on the same folder would fight the first over the Postgres daemon, the port and the
-    ledger; it is refused instead. The descriptor is not inherited by the children (Python opens it
-    close-on-exec), so a killed ``dev`` never leaves the folder locked.
+    ledger; it is refused instead, before it touches any of them. The file names the holder (pid and start
+    time). The descriptor is not inherited by the children (Python opens it close-on-exec), so a killed
+    ``dev`` never leaves the folder locked.
     """
     path = data_dir / "dev.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        pid, _, since = os.read(fd, 128).decode(errors="replace").strip().partition(" ")
         os.close(fd)
+        holder = f"pid {pid or 'unknown'}" + (f", running since {since}" if since else "")
         raise DataDirInUse(
-            f"another `trace-service dev` (pid {holder}) is running on {data_dir}; stop it first "
-            f"(Ctrl-C in its terminal, or kill -TERM {holder}) or give this one another --data-dir"
+            f"{data_dir} is in use by another `trace-service dev` ({holder}; see {path}). Stop that one first "
+            f"(Ctrl-C in its terminal, or kill -TERM {pid or '<pid>'}) or give this one another --data-dir"
         ) from None
     os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    since = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    os.write(fd, f"{os.getpid()} {since}\n".encode())
     return fd
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on, before anything is started.
+
+    Otherwise the API child fails to bind and keeps being restarted while the other server answers the
+    readiness probe, which would make this ``dev`` announce a false "ready".
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortInUse(
+                f"port {port} on {host} is taken ({exc.strerror}): another service, or a `trace-service dev` "
+                "on another data folder, listens there. Stop it or pass --port"
+            ) from None
 
 
 class _Backoff:
@@ -317,6 +346,12 @@ def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1, demo: boo
     except DataDirInUse as exc:
         _say(str(exc))
         return 1
+    try:
+        _check_port_free(host, port)
+    except PortInUse as exc:
+        os.close(lock)
+        _say(str(exc))
+        return 1
     env = dict(os.environ)
     env.setdefault("TRACE_LOG_FORMAT", "console")
 
@@ -325,6 +360,7 @@ def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1, demo: boo
     supervisor: _Supervisor | None = None
     api: _Child | None = None
     worker_children: list[_Child] = []
+    deliverer: _Child | None = None
     demo_proc: subprocess.Popen[bytes] | None = None
     demo_done = data_dir / "demo-loaded"
     code = 0
@@ -363,7 +399,10 @@ def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1, demo: boo
             _Child("worker" if workers == 1 else f"worker {i + 1}", [*command, "worker"], spawn) for i in range(workers)
         ]
         api = _Child("API", [*command, "api", "--host", host, "--port", str(port)], spawn)
-        supervisor = _Supervisor(settings, data_dir, postgres, broker, [*worker_children, api], worker_children)
+        # Sends the shared stream to the webhook subscriptions; it needs Postgres only, not the broker.
+        deliverer = _Child("deliverer", [*command, "deliver"], spawn)
+        children = [*worker_children, api, deliverer]
+        supervisor = _Supervisor(settings, data_dir, postgres, broker, children, worker_children)
         for child in supervisor.children:
             child.start()
         url = f"http://{local_host}:{port}"
@@ -372,6 +411,8 @@ def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1, demo: boo
             supervisor.tick()
             if not announced and api.alive() and _api_ready(url):
                 announced = True
+                # `replay` and `simulate` run from this folder find the service here.
+                (data_dir / URL_FILE).write_text(url + "\n")
                 _say(f"ready: {url}  (API docs: {url}/docs)")
                 if generated_token:
                     _say(f"admin token: {env['TRACE_ADMIN_TOKEN']}  (kept in {data_dir / 'admin-token'})")
@@ -418,6 +459,8 @@ def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1, demo: boo
                 _say(f"could not check for unapplied events: {exc}")
         for w in worker_children:
             w.stop()
+        if deliverer is not None:
+            deliverer.stop()  # after the workers: what they applied last is still sent
         if broker is not None:
             broker.stop()
         if postgres is not None:
@@ -425,6 +468,8 @@ def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1, demo: boo
                 postgres.stop()
         for sig, old in previous.items():
             signal.signal(sig, old)
+        with contextlib.suppress(FileNotFoundError):
+            (data_dir / URL_FILE).unlink()
         os.close(lock)
         _say("stopped")
     return code

@@ -30,6 +30,10 @@ from trace_service.contract.regions import is_known_region, region_name
 
 CITY_REGION = "442000"  # 中山市
 REGULATOR = "442000900001"  # 中山市市场监督管理局: the operator code regulator events carry
+# Twelve-digit operator codes are region + kind digit + a 5-digit serial. The demo operators of
+# events/operators.json (scenarios, examples, README) use serials below 10000; the simulated city numbers
+# from 10001, so that a simulated city and the replayed chains share one database without sharing a code.
+SERIAL_BASE = 10_000
 TRACED_SHARE_VEG = 0.35  # of a vegetable wholesaler's receipts, the part sold to traced buyers
 
 # Prefectures (first 4 digits) whose counties host farms and bases, with weights.
@@ -307,7 +311,10 @@ def build_city(seed: int, scale: str | Scale = "small") -> City:
     for i in range(1, sc.slaughterhouses + 1):
         op = add(
             Operator(
-                f"{CITY_REGION}1{i:05d}", f"中山市{towns[i % len(towns)]}生猪定点屠宰厂", "slaughterhouse", CITY_REGION
+                f"{CITY_REGION}1{SERIAL_BASE + i:05d}",
+                f"中山市{towns[i % len(towns)]}生猪定点屠宰厂",
+                "slaughterhouse",
+                CITY_REGION,
             )
         )
         city.slaughterhouses.append(op.code)
@@ -348,7 +355,7 @@ def build_city(seed: int, scale: str | Scale = "small") -> City:
     for i in range(1, sc.supermarkets + 1):
         op = add(
             Operator(
-                f"{CITY_REGION}4{i:05d}",
+                f"{CITY_REGION}4{SERIAL_BASE + i:05d}",
                 f"{SUPERMARKETS[i % len(SUPERMARKETS)]}中山{towns[i % len(towns)]}店",
                 "supermarket",
                 CITY_REGION,
@@ -359,7 +366,10 @@ def build_city(seed: int, scale: str | Scale = "small") -> City:
         town = towns[i % len(towns)]
         op = add(
             Operator(
-                f"{CITY_REGION}6{i:05d}", f"中山市{town}{CANTEENS[i % len(CANTEENS)]}食堂{i}", "canteen", CITY_REGION
+                f"{CITY_REGION}6{SERIAL_BASE + i:05d}",
+                f"中山市{town}{CANTEENS[i % len(CANTEENS)]}食堂{i}",
+                "canteen",
+                CITY_REGION,
             )
         )
         city.canteens.append(op.code)
@@ -379,7 +389,7 @@ def build_city(seed: int, scale: str | Scale = "small") -> City:
         region = county(prefecture)
         slots[region] = slots.get(region, 0) + 1
         slot = slots[region]
-        code = f"{region}0{slot:05d}"
+        code = f"{region}0{SERIAL_BASE + slot:05d}"
         place = region_name(region) or ""
         op = add(Operator(code, f"{place}{rng.choice(FARM_WORDS)}生猪养殖场{slot}", "farm", region))
         plant = rng.choice(city.slaughterhouses)
@@ -446,7 +456,7 @@ def build_city(seed: int, scale: str | Scale = "small") -> City:
     for i in range(n_bases):
         region = county(_weighted(rng, BASE_PREFECTURES))
         base_slots[region] = base_slots.get(region, 0) + 1
-        code = f"{region}5{base_slots[region]:05d}"
+        code = f"{region}5{SERIAL_BASE + base_slots[region]:05d}"
         grows = [products[i % len(products)]]
         grows += rng.sample([p for p in products if p not in grows], rng.randint(0, 2))
         add(

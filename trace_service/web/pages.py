@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, quote, urlsplit
 
 import segno
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -26,6 +26,7 @@ from trace_service.access.models import Role
 from trace_service.alerts import service as alerts
 from trace_service.alerts.endpoints import AlertId, Note, alert_event_stream
 from trace_service.alerts.service import AlertStream
+from trace_service.chain.endpoints import Code
 from trace_service.chain.service import ChainService
 from trace_service.contract.events import storable_text
 from trace_service.errors import DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
@@ -40,7 +41,7 @@ Engine = Annotated[AsyncEngine, Depends(get_engine)]
 # The API's unit of work, ended before the response is sent: a page that changed something and the next
 # request the browser makes must see the change committed (FastAPI's default ends it after the response).
 UnitOfWork = Annotated[AsyncConnection, Depends(unit_of_work, scope="function")]
-Lot = Annotated[str, Path(pattern=r"^[0-9A-Z]{8,32}$")]
+Lot = Code  # the API's lot code path parameter: the same format, any letter case
 MAX_FORM_BYTES = 8192
 MAX_FORM_FIELDS = 10  # the console's forms have two or three
 SHOWN_CODE_CHARS = 64  # what a not-found page echoes of a code typed into the address bar
@@ -55,7 +56,7 @@ def is_page(path: str) -> bool:
     """Whether a browser navigates to ``path`` (an HTML page), as opposed to calling it from a script."""
     if path == "/t" or (path.startswith("/t/") and not path.endswith("/qr.svg")):
         return True
-    return path in ("/console", "/console/login", "/console/logout")
+    return path in ("/console", "/console/login", "/console/logout", "/market")
 
 
 def unavailable_page(retry_after: int, headers: dict[str, str]) -> Response:
@@ -86,7 +87,11 @@ def _lang_links(lang: views.Lang) -> dict[str, str]:
     return {"href": f"?lang={other}", "label": views.text("switch", lang), "lang": "en" if other == "en" else "zh-CN"}
 
 
-def _not_found(code: str | None, lang: views.Lang, *, status: int = 404) -> Response:
+def _hotline(settings: Settings, lang: views.Lang) -> str:
+    return settings.consumer_contact if lang == "zh" else settings.consumer_contact_en
+
+
+def _not_found(settings: Settings, code: str | None, lang: views.Lang, *, status: int = 404) -> Response:
     return templates.render(
         "not_found.html",
         status=status,
@@ -94,7 +99,15 @@ def _not_found(code: str | None, lang: views.Lang, *, status: int = 404) -> Resp
         t=lambda key: views.text(key, lang),
         switch=_lang_links(lang),
         code=code[:SHOWN_CODE_CHARS] if code else None,
+        contact=views.contact(None, lang, _hotline(settings, lang)),
     )
+
+
+def canonical_code(settings: Settings, code: str) -> str | None:
+    """The code as the service stores it (codes are case-insensitive on input, contract section 1), or None
+    when it cannot be a lot or sale code at all."""
+    upper = code.upper()
+    return upper if re.fullmatch(settings.codes.lot, upper) else None
 
 
 @router.get("/t")
@@ -106,10 +119,10 @@ async def lookup(
     """The form to type a code in (and where it sends a typed code)."""
     language = views.parse_lang(lang)
     if code is None or not code.strip():
-        return _not_found(None, language, status=200)
-    wanted = re.sub(r"\s+", "", code).upper()
-    if not re.fullmatch(settings.codes.lot, wanted):
-        return _not_found(code, language)
+        return _not_found(settings, None, language, status=200)
+    wanted = canonical_code(settings, re.sub(r"\s+", "", code))
+    if wanted is None:
+        return _not_found(settings, code, language)
     return RedirectResponse(public_path(settings, f"/t/{quote(wanted)}?lang={language}"), status_code=303)
 
 
@@ -122,28 +135,35 @@ async def consumer_trace(
 ) -> Response:
     """What a consumer sees for the code on a receipt or label: server-rendered, no script needed."""
     language = views.parse_lang(lang)
-    if not re.fullmatch(settings.codes.lot, code):
-        return _not_found(code, language)
+    canonical = canonical_code(settings, code)
+    if canonical is None:
+        return _not_found(settings, code, language)
+    if canonical != code:
+        # One address per code: the address bar, a bookmark and the QR code all read the stored form.
+        query = f"?lang={language}" if lang is not None else ""
+        return RedirectResponse(public_path(settings, f"/t/{quote(canonical)}{query}"), status_code=301)
     try:
         view = await ChainService(conn).public(code)
     except NotFound:
-        return _not_found(code, language)
+        return _not_found(settings, code, language)
     return templates.render(
         "trace.html",
         lang=language,
         t=lambda key: views.text(key, language),
         switch=_lang_links(language),
-        page=views.consumer_page(view, language),
+        page=views.consumer_page(view, language, hotline=_hotline(settings, language)),
     )
 
 
 @router.get("/t/{code}/qr.svg")
 async def consumer_qr(code: str, settings: CurrentSettings) -> Response:
     """A QR code of the page's URL, for labels and receipts. Any well-formed code: labels are printed
-    before the lot is reported."""
-    if not re.fullmatch(settings.codes.lot, code):
+    before the lot is reported. A code in lower case gets the QR code of its canonical page, not a redirect:
+    label printers fetch the image and seldom follow one."""
+    canonical = canonical_code(settings, code)
+    if canonical is None:
         raise NotFound(f"no lot or sale {code[:SHOWN_CODE_CHARS]}")
-    url = public_url(settings, f"/t/{code}")
+    url = public_url(settings, f"/t/{canonical}")
     out = io.BytesIO()
     segno.make(url, error="m", micro=False).save(out, kind="svg", scale=4, border=4, xmldecl=True)
     return Response(
@@ -158,9 +178,11 @@ async def consumer_qr(code: str, settings: CurrentSettings) -> Response:
 
 
 @router.get("/t/{rest:path}")
-async def consumer_other(rest: str, lang: Annotated[str | None, Query(max_length=10)] = None) -> Response:
+async def consumer_other(
+    rest: str, settings: CurrentSettings, lang: Annotated[str | None, Query(max_length=10)] = None
+) -> Response:
     """Anything else under /t/ (a mistyped code with a slash in it): the friendly page, not a JSON error."""
-    return _not_found(rest, views.parse_lang(lang))
+    return _not_found(settings, rest, views.parse_lang(lang))
 
 
 # -- the regulator console: sign-in -----------------------------------------------------------------

@@ -126,7 +126,9 @@ async def authenticate_key(engine: AsyncEngine, settings: Settings, key: str) ->
             conn, f"Bearer {key}", admin_token=admin or None, pepper=settings.key_pepper.get_secret_value()
         )
     if principal.role not in (Role.REGULATOR, Role.ADMIN):
-        raise Forbidden("the console needs a regulator key; operator keys cannot sign in", code="not_regulator")
+        raise Forbidden(
+            "the console needs a regulator key; operator and department keys cannot sign in", code="not_regulator"
+        )
     return principal
 
 

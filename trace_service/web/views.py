@@ -15,6 +15,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "title": ("产品追溯", "Product trace"),
     "stopped": ("该产品已暂停销售", "Sale stopped"),
     "check_failed": ("检测不合格", "A check failed"),
+    "sale_status": ("销售状态", "Sale"),
+    "suspended": ("暂停销售", "Stopped"),
     "code": ("追溯码", "Trace code"),
     "product": ("产品", "Product"),
     "weight": ("重量", "Weight"),
@@ -34,6 +36,12 @@ TEXT: dict[str, tuple[str, str]] = {
     "checks": ("检测与证明", "Checks and certificates"),
     "all_pass": ("各项检测与证明均合格。", "Every recorded check passed."),
     "failed": ("有检测不合格，请勿食用。", "A check failed. Do not eat this product."),
+    "summary_stopped": ("已暂停销售，请勿食用。", "Sale stopped. Do not eat this product."),
+    "summary_failed": ("检测不合格：", "Failed: "),
+    "summary_incomplete": ("部分检测或证明未记录。", "Some checks are not recorded."),
+    "contact_title": ("咨询与投诉", "Questions and complaints"),
+    "desk": ("请到{market}服务台咨询。", "Ask the service desk of {market}."),
+    "desk_unnamed": ("请到{market}的服务台咨询。", "Ask the service desk of the {market}."),
     "not_found_title": ("未找到该追溯码", "Trace code not found"),
     "not_found": (
         "我们没有找到这个追溯码。请核对小票或标签上的号码后重试；刚售出的商品可能需要几分钟才能查到。",
@@ -113,6 +121,7 @@ class Badge:
 class Line:
     label: str
     value: str
+    kind: str = "text"  # text | when | code: dates and codes are kept on one line (site.css)
 
 
 @dataclass
@@ -128,6 +137,17 @@ class Step:
 
 
 @dataclass
+class Contact:
+    """Whom to ask: the market's service desk when the market is known, and the hotline from settings.
+
+    ``desk`` is the sentence in three parts, the market's name in the middle, so the page keeps the name
+    on one line where it fits."""
+
+    desk: tuple[str, str, str] | None
+    hotline: str
+
+
+@dataclass
 class ConsumerPage:
     code: str
     lang: Lang
@@ -139,11 +159,15 @@ class ConsumerPage:
     badges: list[Badge]
     warning: str | None
     warning_title: str | None
-    summary: str | None
+    # The headline under the product: the worst state (stopped, failed, incomplete, passed) and its words.
+    status: str
+    summary: str
+    status_badge: Badge | None  # "sale: stopped", shown with the summary when sale is stopped
+    contact: Contact
 
 
 def _operator(op: dict[str, Any] | None, lang: Lang) -> str | None:
-    """A business by name, else its kind (a farm or a wholesaler may be a person): what the view gives."""
+    """A business by name, else its kind (a farm or a stall keeper may be a person): what the view gives."""
     if not op:
         return None
     if op.get("name"):
@@ -163,12 +187,36 @@ def _kg(value: Any) -> str | None:
     return f"{float(value):.3f}".rstrip("0").rstrip(".") + " kg"
 
 
-def _add(lines: list[Line], label: str, value: str | None) -> None:
+def _add(lines: list[Line], label: str, value: str | None, kind: str = "text") -> None:
     if value:
-        lines.append(Line(label, value))
+        lines.append(Line(label, value, kind))
 
 
-def consumer_page(view: dict[str, Any], lang: Lang) -> ConsumerPage:
+def contact(market: dict[str, Any] | None, lang: Lang, hotline: str) -> Contact:
+    """The contact block: the market's desk (by name, else by kind) when known, and the hotline."""
+    desk = None
+    if market:
+        name = _operator(market, lang)
+        if name:
+            before, _, after = text("desk" if market.get("name") else "desk_unnamed", lang).partition("{market}")
+            desk = (before, name, after)
+    return Contact(desk=desk, hotline=hotline)
+
+
+def _summary(view: dict[str, Any], badges: list[Badge], lang: Lang) -> tuple[str, str]:
+    # The view's status is already the worst state (ChainService.public): the page words it, nothing more.
+    status = str(view.get("status"))
+    if status == "stopped":
+        return status, text("summary_stopped", lang)
+    if status == "failed":
+        failed = [b.label for b in badges if b.result == "fail"]
+        return status, text("summary_failed", lang) + ("、" if lang == "zh" else ", ").join(failed)
+    if status == "passed":
+        return status, text("all_pass", lang)
+    return status, text("summary_incomplete", lang)
+
+
+def consumer_page(view: dict[str, Any], lang: Lang, *, hotline: str) -> ConsumerPage:
     checks: dict[str, Any] = view.get("checks") or {}
     badges = [
         Badge(key, pick(CHECKS[key], lang), str(result), pick(RESULTS.get(str(result), RESULTS["unknown"]), lang))
@@ -193,14 +241,14 @@ def consumer_page(view: dict[str, Any], lang: Lang) -> ConsumerPage:
     if view.get("slaughterhouse") or view.get("slaughtered_at") or by_step.get("slaughter"):
         step = Step("slaughter", text("slaughter", lang), badges=by_step.get("slaughter", []))
         _add(step.lines, pick(("屠宰厂", "Slaughterhouse"), lang), _operator(view.get("slaughterhouse"), lang))
-        _add(step.lines, text("slaughtered_at", lang), when(view.get("slaughtered_at")))
+        _add(step.lines, text("slaughtered_at", lang), when(view.get("slaughtered_at")), "when")
         steps.append(step)
     if view.get("supplier") or view.get("stocked_at"):
         step = Step("market", text("market", lang), badges=by_step.get("market", []))
         _add(step.lines, text("supplier", lang), _operator(view.get("supplier"), lang))
         _add(step.lines, pick(("所在地", "Region"), lang), _region(view.get("supplier")))
-        _add(step.lines, text("stocked_at", lang), when(view.get("stocked_at")))
-        _add(step.lines, text("tested_at", lang), tested_at)
+        _add(step.lines, text("stocked_at", lang), when(view.get("stocked_at")), "when")
+        _add(step.lines, text("tested_at", lang), tested_at, "when")
         steps.append(step)
     elif steps:
         # A lot that never reached a market: a test made on it still shows, with the last step.
@@ -211,7 +259,7 @@ def consumer_page(view: dict[str, Any], lang: Lang) -> ConsumerPage:
         _add(step.lines, text("stall_code", lang), view.get("stall"))
         if not view.get("market"):
             _add(step.lines, text("seller", lang), _operator(view.get("seller"), lang))
-        _add(step.lines, text("sold_at", lang), when(view.get("sold_at")))
+        _add(step.lines, text("sold_at", lang), when(view.get("sold_at")), "when")
         _add(step.lines, text("weight", lang), _kg(view.get("weight_kg")))
         steps.append(step)
 
@@ -220,7 +268,10 @@ def consumer_page(view: dict[str, Any], lang: Lang) -> ConsumerPage:
     warning_title = text("stopped", lang) if warning else None
     if warning is None and any(b.result == "fail" for b in badges):
         warning, warning_title = text("failed", lang), text("check_failed", lang)
-    summary = text("all_pass", lang) if badges and all(b.result == "pass" for b in badges) else None
+    status, summary = _summary(view, badges, lang)
+    status_badge = (
+        Badge("sale", text("sale_status", lang), "fail", text("suspended", lang)) if status == "stopped" else None
+    )
     product = view.get("product") or {}
     return ConsumerPage(
         code=str(view.get("code")),
@@ -233,5 +284,8 @@ def consumer_page(view: dict[str, Any], lang: Lang) -> ConsumerPage:
         badges=badges,
         warning=warning,
         warning_title=warning_title,
+        status=status,
         summary=summary,
+        status_badge=status_badge,
+        contact=contact(view.get("market"), lang, hotline),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -17,9 +17,11 @@ from trace_service.alerts import rules
 from trace_service.alerts.models import Finding
 from trace_service.chain import ownership, projection
 from trace_service.chain import repository as chain
+from trace_service.codes import service as codes
 from trace_service.contract.events import Catalogue
 from trace_service.market import service as market
 from trace_service.settings import Settings
+from trace_service.sharing import repository as sharing
 from trace_service.worker import authn
 from trace_service.worker import repository as repo
 from trace_service.worker.decode import Dead, Decoded, Position, conflicting, decode
@@ -100,6 +102,21 @@ async def judge_ownership(
     return kept, waiting, dead, findings
 
 
+async def refuse_misissued(conn: AsyncConnection, items: Sequence[Decoded]) -> tuple[list[Decoded], list[Dead]]:
+    """Events naming a code under an issuer's prefix that is no well-formed issued code become dead letters
+    ``invalid_event`` with the same details the API's 422 gives."""
+    found = await codes.misissued_codes(conn, [d.event for d in items])
+    if not found:
+        return list(items), []
+    kept = [d for i, d in enumerate(items) if i not in found]
+    dead = [
+        dead_letter_of(d, "invalid_event", "the event does not match the contract", found[i])
+        for i, d in enumerate(items)
+        if i in found
+    ]
+    return kept, dead
+
+
 def plan(
     catalogue: Catalogue, records: Sequence[Record], *, future_skew_seconds: int
 ) -> tuple[list[Decoded], list[Dead]]:
@@ -161,6 +178,9 @@ async def apply_batch(
         dead += refused
         decoded, clashes = dedupe(decoded)
         dead += clashes
+        # The part of validation that needs the issuers (contract section 1), as the API does it.
+        decoded, misissued = await refuse_misissued(conn, decoded)
+        dead += misissued
         # Who may change each lot (section 7): refused events are dead letters; events about a lot with no
         # holder yet wait for its creating event.
         decoded, waiting, refused, owner_findings = await judge_ownership(conn, decoded)
@@ -180,7 +200,7 @@ async def apply_batch(
         await repo.clear_intake(
             conn,
             [d.event.event_id for d in decoded]  # type: ignore[attr-defined]
-            + [d.event_id for d in refused if d.event_id is not None],
+            + [d.event_id for d in refused + misissued if d.event_id is not None],
         )
         # Only events stored for the first time change the graph: a redelivered batch is a no-op.
         fresh = [d.event for d in decoded if d.event.event_id in new_ids]  # type: ignore[attr-defined]
@@ -198,11 +218,18 @@ async def apply_batch(
         # Daily market figures (sums of the fresh events only) and the market rules on the cells touched.
         # The rolled-up market rows this batch adds to are those of a partition this worker owns.
         shard = min((d.position.partition for d in decoded), default=0)
-        findings += await market.apply(conn, fresh, settings, shard=shard)
+        market_cells: list[tuple[date, str, str]] = []
+        findings += await market.apply(conn, fresh, settings, shard=shard, changed=market_cells)
         outcome.alerts_changed = await alerts_repo.write_findings(conn, findings)
         await repo.insert_dead_letters(conn, dead)
         created = sorted({c.code for ev in fresh for c in ownership.claims(ev) if c.creates})
         outcome.unparked = parked_records(await repo.ready_parked(conn, created))
+        # The shared stream last: its lock is held from here to the commit (sharing/repository.py).
+        await sharing.append(
+            conn,
+            event_ids=[ev.event_id for ev in fresh],  # type: ignore[attr-defined]
+            market_cells=market_cells,
+        )
     outcome.applied = [d.event.event_id for d in decoded if d.event.event_id in new_ids]  # type: ignore[attr-defined]
     outcome.dead = dead
     return outcome
