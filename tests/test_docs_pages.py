@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.async_api import Browser, Page, Route, async_playwright, expect
+from playwright.async_api import Browser, ConsoleMessage, Page, Route, async_playwright, expect
 
 from tests.conftest import make_settings
 from tests.test_alert_stream import served
@@ -21,11 +21,16 @@ from tests.test_web import CHROMIUM, CHROMIUM_ARGS, DESK
 
 
 @pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
+def chromium() -> str:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run installs it)")
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run installs it); never skipped")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+async def browser(chromium: str) -> AsyncIterator[Browser]:
     async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        launched = await p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         try:
             yield launched
         finally:
@@ -39,13 +44,20 @@ async def base() -> AsyncIterator[str]:
 
 
 class ClosedNetwork:
-    """A page whose requests reach the test server only; everything else is aborted and remembered."""
+    """A page whose requests reach the test server only; everything else is aborted and remembered, and
+    so is what the page's content security policy refused before any request was made."""
 
     def __init__(self, page: Page, base: str) -> None:
         self.page = page
         self.origin = urlsplit(base).netloc
         self.served: list[str] = []
         self.aborted: list[str] = []
+        self.refused: list[str] = []
+        page.on("console", self.console)
+
+    def console(self, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            self.refused.append(message.text)
 
     async def route(self, route: Route) -> None:
         url = route.request.url
@@ -76,8 +88,15 @@ async def test_swagger_ui_renders_with_no_outside_request(browser: Browser, base
         await expect(events).to_be_visible(timeout=20_000)
         await expect(events.locator(".opblock-summary-method")).to_have_text("POST")
         await expect(page.locator(".opblock-summary-path[data-path='/v1/public/trace/{code}']")).to_be_visible()
+        # Opened, it shows the request's named examples (one per event type) and the error answers.
+        await events.locator(".opblock-summary").click()
+        await expect(events.locator(".opblock-section-request-body .examples-select")).to_contain_text("retail.sold")
+        await expect(events.locator(".response[data-code='422']")).to_be_visible()
+        await events.scroll_into_view_if_needed()
         await page.screenshot(path=str(artifacts / "docs-swagger.png"))
         assert network.aborted == []
+        assert network.refused == []
+        assert response.headers["content-security-policy"].startswith("default-src 'none'")
         assert "/docs-assets/swagger-ui/swagger-ui-bundle.js" in network.served
         assert "/openapi.json" in network.served
     finally:
@@ -96,8 +115,13 @@ async def test_redoc_renders_with_no_outside_request(browser: Browser, base: str
         await expect(page.get_by_role("menuitem").filter(has_text="Public Trace").first).to_be_attached()
         # The error answers are the contract's (contract/responses.py words their descriptions).
         await expect(page.get_by_text("Invalid input (fields, parameters or values)").first).to_be_attached()
+        await page.locator("h2", has_text="Post Events").scroll_into_view_if_needed()
         await page.screenshot(path=str(artifacts / "docs-redoc.png"))
         assert network.aborted == []
+        # ReDoc 2 shows its maker's logo from its CDN in the side menu; the page's policy refuses it
+        # before a request is made (the image then hides itself). Nothing else may be refused.
+        assert all("cdn.redoc.ly/redoc/logo-mini.svg" in text for text in network.refused), network.refused
+        assert response.headers["content-security-policy"].startswith("default-src 'none'")
         assert "/docs-assets/redoc/redoc.standalone.js" in network.served
         assert "/openapi.json" in network.served
     finally:

@@ -27,7 +27,9 @@ from tests.conftest import ADMIN_TOKEN, api_client, make_settings
 from tests.support import Actors
 from trace_service.api.app import create_app
 
+# What every answer must pass: the richer the document, the more these hold the code to it.
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
 # Operations whose callers must be operators (their staff answer is a 403 before anything is read).
 OPERATOR_ONLY = {("POST", "/v1/codes")}
 

@@ -6,8 +6,9 @@
 * :func:`install_openapi` makes ``app.openapi`` finish FastAPI's document once, on its first request:
   the body of ``POST /v1/events`` becomes the contract's envelope schema (built from the deployment's
   code patterns, the same generator as ``schemas/``) with the files of ``events/examples/`` as named
-  examples, and whatever 422 FastAPI documented by default (``HTTPValidationError``, a shape the API
-  never sends) becomes the contract's error body.
+  examples, whatever 422 FastAPI documented by default (``HTTPValidationError``, a shape the API
+  never sends) becomes the contract's error body, and the models' examples get back the nulls FastAPI's
+  encoding drops.
 
 The error answers of each operation are declared at its decorator with
 :func:`trace_service.contract.responses.errors`; ``tests/test_openapi.py`` checks that none is missing.
@@ -49,6 +50,17 @@ EVENT_BODY_REF = f"#/components/schemas/{EVENT_BODY}"
 _EVENT_PREFIX = "Event"
 
 
+# The pages may load only what the service serves. FastAPI's pages start their viewer with an inline
+# script, the viewers inject their styles, and ReDoc runs its search in a worker made from a blob. The
+# policy also keeps the one outside request ReDoc 2 makes by itself (its "API docs by Redocly" logo in
+# the side menu, which hides itself when refused) from ever leaving the browser.
+DOCS_POLICY = (
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
 def install_docs(app: FastAPI) -> None:
     """``/docs`` and ``/redoc`` from the package's own copies of Swagger UI and ReDoc."""
     app.mount(ASSETS, StaticFiles(directory=VENDOR), name="docs-assets")
@@ -60,7 +72,7 @@ def install_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = base(request)
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=f"{root}{app.openapi_url}",
             title=title,
             swagger_js_url=f"{root}{ASSETS}/swagger-ui/swagger-ui-bundle.js",
@@ -70,17 +82,21 @@ def install_docs(app: FastAPI) -> None:
             # Swagger UI would ask an online validator to judge the document (and show its badge).
             swagger_ui_parameters={"validatorUrl": None, "displayRequestDuration": True},
         )
+        page.headers["Content-Security-Policy"] = DOCS_POLICY
+        return page
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = base(request)
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url=f"{root}{app.openapi_url}",
             title=title,
             redoc_js_url=f"{root}{ASSETS}/redoc/redoc.standalone.js",
             redoc_favicon_url=f"{root}{ASSETS}/swagger-ui/favicon-32x32.png",
             with_google_fonts=False,
         )
+        page.headers["Content-Security-Policy"] = DOCS_POLICY
+        return page
 
 
 def install_openapi(app: FastAPI, settings: Settings) -> None:
@@ -198,6 +214,7 @@ def _add_event_body(document: dict[str, Any], settings: Settings) -> None:
         "oneOf": [
             {"$ref": "#/components/schemas/Event"},
             {
+                "title": "An array of events",
                 "type": "array",
                 "items": {"$ref": "#/components/schemas/Event"},
                 "minItems": 1,

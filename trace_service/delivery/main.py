@@ -25,7 +25,9 @@ import secrets
 import socket
 from dataclasses import dataclass, field
 
+import asyncpg
 import structlog
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trace_service.access import integrators
@@ -45,6 +47,13 @@ PRUNE_SECONDS = 3600.0
 STOP_GRACE_SECONDS = 5.0
 ERROR_BACKOFF_FIRST = 0.5
 ERROR_BACKOFF_MAX = 30.0
+
+
+def _transient(exc: BaseException) -> bool:
+    """Postgres is away or restarting (a lost connection, a refused one, a statement cut short)."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OSError | TimeoutError | OperationalError | InterfaceError | asyncpg.PostgresConnectionError)
 
 
 def instance_name() -> str:
@@ -206,7 +215,10 @@ class Deliverer:
                 except Exception as exc:
                     errors += 1
                     wait = rules.backoff(errors, ERROR_BACKOFF_FIRST, ERROR_BACKOFF_MAX)
-                    log.error("delivery_step_failed", subscription=held.id, error=type(exc).__name__, exc_info=exc)
+                    if _transient(exc):  # Postgres away: the step is tried again, nothing was lost
+                        self._not_ready("step", exc)
+                    else:
+                        log.error("delivery_step_failed", subscription=held.id, error=type(exc).__name__, exc_info=exc)
                     held.cursor, held.due = None, loop.time() + wait
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), timeout=wait)

@@ -24,6 +24,7 @@ import httpcore
 from trace_service import __version__
 from trace_service.delivery.urls import IPAddress, Policy, Target, UrlRefused
 
+RESOLVE_TIMEOUT_SECONDS = 5.0  # a resolver that does not answer makes the name unresolvable, not a hung request
 MAX_ANSWER_BYTES = 64 * 1024  # what is read of a receiver's answer; it is not kept, only drained
 USER_AGENT = f"trace-service/{__version__} (webhooks)".encode()
 
@@ -37,8 +38,9 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     else:
         return [literal]
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
+        async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, TimeoutError):
         return []
     seen: dict[IPAddress, None] = {}
     for info in infos:

@@ -16,6 +16,16 @@ also carries a **supply shock**: one vegetable's receipts at one wholesale marke
 ``detectable`` from 15 days on). The stalls downstream do not go short: wholesalers sell only part of what
 they receive to traced buyers (``city.TRACED_SHARE_VEG``).
 
+**Market shocks.** On the days before it, as far as they have two weeks of history (from 16 days on), one
+each: a glut (another vegetable at a wholesale market, 2.5 times its receipts: ``supply_surge``), a price
+spike (one vegetable 60 % dearer at the stalls of one wet market: ``price_spike`` level III), a stock-out
+(one vegetable delivered to none of three sample sites, so none sells it: ``stock_out``, and a
+``supply_drop`` at each site), and a **late upload**: a wet market offline from 02:00 to the end of a day,
+whose records of that day reach the service only after everything else (``Simulation.late``; the runner
+holds them back when asked). Its shortfall while they are missing is not an alert that may remain: the
+truth lists it with ``kind: late_upload``. Each shock lies in the last week, so that no later simulated
+day has it in its baseline.
+
 ``conflicting_duplicate`` needs a copy of an event with other content sent straight to Kafka (the API
 answers such a copy with 409 and raises nothing): those copies are in ``Simulation.conflicts``, and their
 truth entries say ``needs: kafka``.
@@ -37,6 +47,10 @@ STALE_DAYS = 9  # the shelf-life fault sells pork slaughtered this many days bef
 MAX_NORMAL_PIGS = 80  # pig numbers 1..80 of a farm and day are its normal truck; 81..99 extra trucks
 SHOCK_FACTOR = 0.4  # the supply shock leaves 40 % of the receipts
 SHOCK_DETECTABLE_DAYS = 15  # a same-weekday baseline needs two earlier weeks
+SURGE_FACTOR = 2.5  # the glut: 150 % above the baseline (supply_surge fires from 100 %)
+PRICE_FACTOR = 1.6  # the price spike: 60 % dearer, level III (50 % .. 70 %)
+STOCK_OUT_SITES = 3  # the stock-out: sample sites without the product (TRACE_MARKET_STOCK_OUT_SITES)
+LATE_FROM = 2.0  # the late upload: the market is offline from 02:00 until the end of its day
 
 PIG_RULES = (
     "certificate_expired",
@@ -76,9 +90,10 @@ class Truth:
     day: str
     lots: tuple[str, ...] = ()  # codes that must exist in the graph
     unresolved: tuple[str, ...] = ()  # codes deliberately never created
-    kind: str = "integrity"  # integrity | market
+    kind: str = "integrity"  # integrity | market | late_upload
     needs: str | None = None  # "kafka": raised only when the conflicting copy goes straight to Kafka
     detectable: bool = True
+    level: str | None = None  # market shocks: the level the alert must have
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -96,7 +111,36 @@ class Truth:
             out["unresolved"] = list(self.unresolved)
         if self.needs:
             out["needs"] = self.needs
+        if self.level:
+            out["level"] = self.level
         return out
+
+
+@dataclass(frozen=True)
+class Shock:
+    """A market shock of one day: ``drop``/``surge`` (a wholesale market's receipts of a vegetable times
+    ``factor``), ``price`` (a wet market's retail prices of a vegetable times ``factor``), ``stock_out``
+    (a vegetable delivered to none of ``sites``) or ``late`` (``market`` uploads its day late)."""
+
+    kind: str
+    day: date
+    market: str = ""
+    product: str = ""
+    factor: float = 1.0
+    sites: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LateUpload:
+    """A market offline from ``since`` until ``until``: the events it posts (its own and its tenants') that
+    happened meanwhile reach the service only after everything else."""
+
+    market: str
+    since: datetime
+    until: datetime
+
+    def holds(self, event: dict[str, Any], poster: str | None) -> bool:
+        return poster == self.market and self.since <= datetime.fromisoformat(event["occurred_at"]) < self.until
 
 
 @dataclass
@@ -109,6 +153,15 @@ class Simulation:
     conflicts: list[dict[str, Any]]  # copies of events with other content, for Kafka only
     truth: list[Truth]
     skipped: list[str] = field(default_factory=list)  # faults that found no chain to go into
+    late: list[LateUpload] = field(default_factory=list)
+
+    def late_ids(self) -> set[str]:
+        """The events of the late uploads (they are in ``events`` too, at their time)."""
+        if not self.late:
+            return set()
+        return {
+            e["event_id"] for e in self.events if any(up.holds(e, self.city.poster(e["operator"])) for up in self.late)
+        }
 
     @property
     def days(self) -> int:
@@ -299,6 +352,7 @@ def simulate(city: City, *, days: int = 1, end: date | None = None, anomalies: f
         conflicts=run.conflicts,
         truth=run.truth,
         skipped=run.skipped,
+        late=run.late,
     )
 
 
@@ -330,6 +384,8 @@ class _Run:
         self.skipped: list[str] = []
         self.extra_pigs: dict[tuple[str, int], int] = {}  # (farm code, day number) -> last extra pig number
         self.plan = self._plan()
+        self.late: list[LateUpload] = []
+        self.shocks = self._plan_shocks()
 
     def _plan(self) -> dict[date, list[str]]:
         """Which faults go into which day: every rule once, then more in a shuffled rotation."""
@@ -350,6 +406,54 @@ class _Run:
             day = self.first + timedelta(days=i % days if i < len(RULES) else rng.randrange(days))
             plan[day].append(kind)
         return plan
+
+    def _plan_shocks(self) -> dict[date, Shock]:
+        """The market shocks by day: the drop on the last day, the others on the days before it that have two
+        weeks of history (and only where the city has what they need)."""
+        if self.anomalies <= 0:
+            return {}
+        city = self.city
+        totals: dict[tuple[str, str], float] = {}
+        for s in city.supplies:
+            totals[(s.market, s.product)] = totals.get((s.market, s.product), 0.0) + s.kg
+        if not totals:
+            return {}
+        ranked = sorted(totals, key=lambda k: (totals[k], k), reverse=True)
+        shocks = {self.last: Shock("drop", self.last, *ranked[0], SHOCK_FACTOR)}
+
+        def add(shock: Shock) -> None:
+            if (shock.day - self.first).days >= SHOCK_DETECTABLE_DAYS - 1:
+                shocks[shock.day] = shock
+
+        day = self.last - timedelta(days=1)
+        if len(ranked) > 1:
+            add(Shock("surge", day, *ranked[1], SURGE_FACTOR))
+        # Where each vegetable is sold: the wet markets of the stalls that order it, and the supermarkets.
+        ops = city.by_code
+        sellers: dict[str, dict[str, int]] = {}
+        for o in city.orders:
+            kind = ops[o.buyer].kind
+            if o.product != PORK.code and kind in ("retailer", "supermarket"):
+                site = ops[o.buyer].parent or o.buyer
+                sellers.setdefault(o.product, {})
+                sellers[o.product][site] = sellers[o.product].get(site, 0) + 1
+        wet = set(city.wet_markets)
+        stalls = sorted(((n, m, p) for p, sites in sellers.items() for m, n in sites.items() if m in wet), reverse=True)
+        used: set[str] = set()
+        if stalls:
+            _, market, product = stalls[0]
+            used.add(market)
+            add(Shock("price", day - timedelta(days=1), market, product, PRICE_FACTOR))
+        widest = sorted(sellers, key=lambda p: (len(sellers[p]), p), reverse=True)
+        if widest and len(sellers[widest[0]]) >= STOCK_OUT_SITES:
+            product = widest[0]
+            sites = tuple(sorted(sellers[product])[:STOCK_OUT_SITES])
+            used.update(sites)
+            add(Shock("stock_out", day - timedelta(days=2), product=product, sites=sites))
+        quiet = [m for m in city.wet_markets if m not in used]
+        if quiet:
+            add(Shock("late", day - timedelta(days=3), quiet[0]))
+        return shocks
 
     def day(self, day: date) -> None:
         _Day(self, day).build()
@@ -390,7 +494,8 @@ class _Day:
         self.facts: list[Fact] = []
         self.lots_of: dict[str, list[Lot]] = {}  # (holder) -> its lots of the day
         self.used: set[int] = set()  # ids of the chains a fault already went into
-        self.shock: tuple[str, str] | None = None
+        self.shock: tuple[str, str] | None = None  # the wholesale market and vegetable of a drop or a glut
+        self.market_shock = run.shocks.get(day)
         self.emitted = 0
 
     # -- codes ------------------------------------------------------------------------------------
@@ -418,8 +523,8 @@ class _Day:
     # -- building ---------------------------------------------------------------------------------
 
     def build(self) -> None:
-        if self.day == self.run.last and self.run.anomalies > 0:
-            self.shock = self._pick_shock()
+        if self.market_shock and self.market_shock.kind in ("drop", "surge"):
+            self.shock = (self.market_shock.market, self.market_shock.product)
         for farm in self.city.farms:
             pigs = max(1, min(MAX_NORMAL_PIGS, round(farm.pigs_per_day * self.rng.uniform(0.88, 1.12))))
             tags = [_tag(farm, self.day, n) for n in range(1, pigs + 1)]
@@ -436,22 +541,58 @@ class _Day:
                 self.run.skipped.append(f"{rule} on {self.day}: no chain to put it in")
             else:
                 self.run.truth.append(found)
-        if self.shock:
-            market, product = self.shock
-            days = (self.run.last - self.run.first).days + 1
-            self.run.truth.append(
+        if self.market_shock:
+            self.run.truth += self.shock_truth(self.market_shock)
+            if self.market_shock.kind == "late":
+                until = _at(self.day + timedelta(days=1), 0)
+                self.run.late.append(LateUpload(self.market_shock.market, _at(self.day, LATE_FROM), until))
+        self.emit_all()
+
+    def shock_truth(self, shock: Shock) -> list[Truth]:
+        """What a market shock must raise (and the late upload: what must not remain)."""
+        day = self.day.isoformat()
+        name = PRODUCTS[shock.product].name if shock.product else ""
+        where = self.city.by_code[shock.market].name if shock.market else ""
+        detectable = (self.day - self.run.first).days >= SHOCK_DETECTABLE_DAYS - 1
+        cell = f"{shock.market}/{shock.product}/{day}"
+        if shock.kind == "drop":
+            note = f"{name} receipts at {where} cut to {shock.factor:.0%} on {self.day}"
+            return [Truth("supply_drop", "market", cell, note, day, kind="market", detectable=detectable, level="III")]
+        if shock.kind == "surge":
+            note = f"{name} receipts at {where} {shock.factor:g} times the usual on {self.day}"
+            return [Truth("supply_surge", "market", cell, note, day, kind="market", detectable=detectable, level="IV")]
+        if shock.kind == "price":
+            note = f"{name} {shock.factor - 1:.0%} dearer at the stalls of {where} on {self.day}"
+            return [Truth("price_spike", "market", cell, note, day, kind="market", detectable=detectable, level="III")]
+        if shock.kind == "stock_out":
+            names = ", ".join(shock.sites)
+            found = [
+                Truth(
+                    "stock_out",
+                    "market",
+                    f"city/{shock.product}/{day}",
+                    f"{name} delivered to none of {names} on {self.day}",
+                    day,
+                    kind="market",
+                    detectable=detectable,
+                    level="III",
+                )
+            ]
+            return found + [
                 Truth(
                     "supply_drop",
                     "market",
-                    f"{market}/{product}/{self.day.isoformat()}",
-                    f"{PRODUCTS[product].name} receipts at {self.city.by_code[market].name} cut to "
-                    f"{SHOCK_FACTOR:.0%} on {self.day}",
-                    self.day.isoformat(),
+                    f"{site}/{shock.product}/{day}",
+                    f"{name} not delivered to {self.city.by_code[site].name} on {self.day} (the stock-out)",
+                    day,
                     kind="market",
-                    detectable=days >= SHOCK_DETECTABLE_DAYS,
+                    detectable=detectable,
+                    level="III",
                 )
-            )
-        self.emit_all()
+                for site in shock.sites
+            ]
+        note = f"{where} offline from {LATE_FROM:02.0f}:00 on {self.day}, its records of the day uploaded last"
+        return [Truth("", "market", f"{shock.market}/*/{day}", note, day, kind="late_upload", detectable=detectable)]
 
     def truck(self, farm: Farm, plant: str, tags: list[str], day: date) -> Batch:
         rng = self.rng
@@ -588,8 +729,8 @@ class _Day:
         return self.run.ops[code].kind
 
     def supply_factor(self, s: Supply) -> float:
-        shocked = self.shock is not None and (s.market, s.product) == self.shock
-        return (SHOCK_FACTOR if shocked else 1.0) * self.rng.uniform(0.95, 1.05)
+        shocked = self.market_shock is not None and (s.market, s.product) == self.shock
+        return (self.market_shock.factor if self.market_shock and shocked else 1.0) * self.rng.uniform(0.95, 1.05)
 
     def veg_supply(self) -> None:
         """Harvests of the afternoon before, shipped in the evening, received at the markets after midnight."""
@@ -637,7 +778,10 @@ class _Day:
         """The standing orders of the day, each filled from one of its seller's lots of the product, or from
         several (one line each) when no single lot has enough left."""
         by_buyer: dict[tuple[str, str], list[tuple[Order, Lot, float]]] = {}
+        out = self.market_shock if self.market_shock and self.market_shock.kind == "stock_out" else None
         for o in self.city.orders:
+            if out and o.product == out.product and (self.run.ops[o.buyer].parent or o.buyer) in out.sites:
+                continue  # the stock-out: this site gets none of it today
             lots = [lot for lot in self.lots_of.get(o.seller, []) if lot.product.code == o.product]
             if not lots:
                 continue
@@ -699,6 +843,17 @@ class _Day:
             weights = [w * cap / sum(weights) for w in weights]
         earliest = max(lot.at + timedelta(minutes=10), _at(self.day, 6.0 if stall else 8.0))
         factor = self.city.price_factor.get(seller, 1.0)
+        spike = self.market_shock
+        if (
+            spike
+            and spike.kind == "price"
+            and (spike.product, spike.market)
+            == (
+                lot.product.code,
+                self.run.ops[seller].parent or seller,
+            )
+        ):
+            factor *= spike.factor
         for w in weights:
             kg = round(w, 2)
             if kg < 0.05:
@@ -724,13 +879,6 @@ class _Day:
         return min(moment, _at(self.day, 21.5))
 
     # -- faults -----------------------------------------------------------------------------------
-
-    def _pick_shock(self) -> tuple[str, str] | None:
-        """The wholesale market and vegetable with the largest receipts."""
-        totals: dict[tuple[str, str], float] = {}
-        for s in self.city.supplies:
-            totals[(s.market, s.product)] = totals.get((s.market, s.product), 0.0) + s.kg
-        return max(totals, key=lambda k: (totals[k], k)) if totals else None
 
     def free(self, items: list[Any]) -> list[Any]:
         return [x for x in items if id(x) not in self.used]
