@@ -26,11 +26,11 @@ COMPOSE = ROOT / "compose.yaml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 CLI = ROOT / "trace_service" / "cli.py"
 
-APP_SERVICES = {"migrate", "api", "worker"}
+APP_SERVICES = {"migrate", "api", "worker", "deliver"}
 # The subcommands of `trace-service` that containers may run (`dev` is for people, not containers).
 # trace_service/cli.py is checked for them as well once it exists; until then this list is the
 # reference, taken from the CLI's specification in docs.
-CONTAINER_SUBCOMMANDS = {"migrate", "api", "worker"}
+CONTAINER_SUBCOMMANDS = {"migrate", "api", "worker", "deliver"}
 
 _INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 

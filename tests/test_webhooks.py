@@ -103,9 +103,11 @@ class Receiver:
                         receiver.release.wait(60)
                     elif receiver.delay:
                         threading.Event().wait(receiver.delay)
-                    status = 500 if mode == "fail" else 200
+                    status = {"fail": 500, "redirect": 307}.get(mode, 200)
                     got.status = status
                     self.send_response(status)
+                    if mode == "redirect":
+                        self.send_header("location", "/hook")
                     self.send_header("content-length", "2")
                     self.end_headers()
                     self.wfile.write(b"{}")
@@ -363,6 +365,27 @@ async def test_an_address_refused_at_delivery_time_is_not_called(
         attempts = await wait_for(refused, timeout=20)
     assert attempts[0]["status_code"] is None
     assert receiver.requests == []
+    assert (await subscription(client, ADMIN, sub["id"]))["cursor"] == sub["cursor"]
+
+
+async def test_redirects_are_not_followed(
+    settings: Settings, client: httpx.AsyncClient, worker: None, receiver: Receiver, db: asyncpg.Connection
+) -> None:
+    receiver.modes["/moved"] = "redirect"
+    sub = await subscribe(client, ADMIN, url=receiver.url("/moved"), allow_private=True)
+    op = await planting_base(client)
+    async with delivering(fast(settings)):
+        event = lot_tested_event(op)
+        await post_all(client, [event])
+        await wait_for(lambda: applied(db, [event["event_id"]]), timeout=30)
+
+        async def redirected() -> list[dict[str, Any]]:
+            r = await client.get(f"/v1/subscriptions/{sub['id']}/deliveries", headers=ADMIN)
+            return [d for d in r.json()["items"] if d["status_code"] == 307]
+
+        attempts = await wait_for(redirected, timeout=20)
+    assert "redirects are not followed" in attempts[0]["error"]
+    assert {r.path for r in receiver.requests} == {"/moved"}  # the Location was never called
     assert (await subscription(client, ADMIN, sub["id"]))["cursor"] == sub["cursor"]
 
 

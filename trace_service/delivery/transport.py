@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import httpcore
 
 from trace_service import __version__
-from trace_service.delivery.urls import IPAddress, Policy, Target, UrlRefused
+from trace_service.delivery.urls import IPAddress, Policy, Target, UrlRefused, parse
 
 RESOLVE_TIMEOUT_SECONDS = 5.0  # a resolver that does not answer makes the name unresolvable, not a hung request
 MAX_ANSWER_BYTES = 64 * 1024  # what is read of a receiver's answer; it is not kept, only drained
@@ -137,6 +137,10 @@ class Sender:
 
     async def post(self, url: str, body: bytes, headers: list[tuple[bytes, bytes]], *, allow_private: bool) -> Answer:
         pool = self._pools[allow_private]
+        try:
+            parse(url)  # the stored URL is checked like a new one: it may predate a rule
+        except UrlRefused as exc:
+            return Answer(status=None, error=exc.message, duration_ms=0)
         started = time.monotonic()
         all_headers = [
             (b"content-type", b"application/json"),

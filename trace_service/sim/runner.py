@@ -14,6 +14,11 @@ are registered and an integrator for them is registered through the API first; o
 key id and secret must be given. ``regulator.*`` events are not an integrator's to send: they are posted
 through the API with the admin key.
 
+A late upload of the simulation (``Simulation.late``: a market offline for hours) goes out in time order
+like the rest, unless ``hold_late`` is given: then its events are held back until everything else has
+been posted and ``hold_late()`` has returned (a benchmark waits there for the service to judge without
+them), and posted then.
+
 The copies for ``conflicting_duplicate`` go straight to Kafka when a bootstrap is known, signed by an
 integrator registered for their operators; over HTTP they are refused with 409 and raise nothing, and their
 truth entries are marked not detectable.
@@ -272,6 +277,7 @@ def run_api(
     topic: str = "trace.events.v1",
     window: timedelta = MAX_WINDOW,
     shuffle: int | None = None,
+    hold_late: Callable[[], None] | None = None,
     out: TextIO | None = sys.stderr,
 ) -> Summary:
     """Register, issue keys, post every event; then send the conflicting copies.
@@ -279,6 +285,7 @@ def run_api(
     ``window`` bounds how far apart in simulated time two events posted in parallel may be: a longer one
     delivers more events out of order (a day: a stall's sales may arrive before its wholesaler's shipment).
     ``shuffle`` (a seed) also posts the batches of a window in random order, a reporter's own included.
+    ``hold_late``: post the late uploads' events last, after calling it.
     """
     api = Api(url)
     summary = Summary("api", events=len(sim.events))
@@ -316,19 +323,29 @@ def run_api(
             progress.add(len(items), 0 if ok else len(items))
 
         size = max(batch, 1) * max(concurrency, 1) * 2
-        for part in windows(sim.events, size if window <= MAX_WINDOW else len(sim.events), window):
-            groups: dict[str, list[dict[str, Any]]] = {}
-            for e in part:
-                poster = ADMIN if e["event_type"].startswith("regulator.") else poster_of.get(e["operator"], ADMIN)
-                groups.setdefault(poster, []).append(e)
-            parts = [
-                (poster, items[i : i + batch]) for poster, items in groups.items() for i in range(0, len(items), batch)
-            ]
-            if shuffle is not None:
-                random.Random(shuffle).shuffle(parts)  # noqa: S311 - a test order, not a secret
-            jobs = [pool.submit(post, poster, items) for poster, items in parts]
-            for job in jobs:
-                job.result()
+        held = sim.late_ids() if hold_late is not None else set()
+        on_time = [e for e in sim.events if e["event_id"] not in held]
+        phases = [on_time, [e for e in sim.events if e["event_id"] in held]]
+        for n, events in enumerate(phases):
+            if n and events and hold_late is not None:
+                paused = time.monotonic()
+                hold_late()
+                started += time.monotonic() - paused  # the rate is of posting, not of waiting
+            for part in windows(events, size if window <= MAX_WINDOW else len(events), window):
+                groups: dict[str, list[dict[str, Any]]] = {}
+                for e in part:
+                    poster = ADMIN if e["event_type"].startswith("regulator.") else poster_of.get(e["operator"], ADMIN)
+                    groups.setdefault(poster, []).append(e)
+                parts = [
+                    (poster, items[i : i + batch])
+                    for poster, items in groups.items()
+                    for i in range(0, len(items), batch)
+                ]
+                if shuffle is not None:
+                    random.Random(shuffle).shuffle(parts)  # noqa: S311 - a test order, not a secret
+                jobs = [pool.submit(post, poster, items) for poster, items in parts]
+                for job in jobs:
+                    job.result()
         progress.close()
         summary.elapsed_s = time.monotonic() - started
         if sim.conflicts:

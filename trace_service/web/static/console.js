@@ -217,10 +217,14 @@
     renderAlerts(fromStream && !known ? alert.id : null);
   }
 
+  let alertRequest = 0;
   async function loadAlerts(more) {
-    if (!more) { alerts.clear(); alertCursor = null; }
+    // Filters change faster than answers come: only the answer to the latest request is shown.
+    const mine = ++alertRequest;
     try {
-      const page = await api(`/console/api/queue${q({ ...filters(), cursor: alertCursor })}`);
+      const page = await api(`/console/api/queue${q({ ...filters(), cursor: more ? alertCursor : null })}`);
+      if (mine !== alertRequest) return;
+      if (!more) alerts.clear();
       for (const alert of page.items) {
         const known = alerts.get(alert.id);
         if (!known || known.version <= alert.version) alerts.set(alert.id, alert);
@@ -573,6 +577,7 @@
       list.append(h("option", { value: p.product }, p.product_name.zh));
     }
     select.value = chosen;
+    renderAlerts(); // the queue names products now that their names are known
   }
 
   let boardTimer = null;
