@@ -39,9 +39,10 @@ import tempfile
 import time
 import urllib.parse
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -65,6 +66,7 @@ from trace_service.sim import runner
 from trace_service.sim.city import build_city
 from trace_service.sim.events import RULES, Simulation, simulate
 
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 MARKET_RULES = ("supply_drop", "supply_surge", "price_spike", "stock_out", "slaughter_drop")
 
 
@@ -268,11 +270,18 @@ def compare(sim: Simulation, truth: dict[str, Any], alerts: list[dict[str, Any]]
     }
 
 
+def _last_over_day() -> date:
+    """Yesterday, unless it is not over for the market monitor yet (its last hour ends 30 min after midnight,
+    and the run takes minutes): then the day before, so that the last simulated day is judged on its totals
+    within the run."""
+    return (datetime.now(SHANGHAI) - timedelta(hours=1)).date() - timedelta(days=1)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     sim = simulate(
         build_city(args.seed, args.scale),
         days=args.days,
-        end=date.fromisoformat(args.end) if args.end else None,
+        end=date.fromisoformat(args.end) if args.end else _last_over_day(),
         anomalies=args.anomalies,
     )
     runner.describe(sim, lambda m: print(m, file=sys.stderr))
@@ -357,7 +366,7 @@ def main() -> None:
     parser.add_argument("--scale", choices=["tiny", "small", "city"], default="small", help="default small")
     parser.add_argument("--seed", type=int, default=7, help="default 7")
     parser.add_argument("--anomalies", type=float, default=0.02, help="fault rate (default 0.02)")
-    parser.add_argument("--end", help="last simulated day (default yesterday)")
+    parser.add_argument("--end", help="last simulated day (default yesterday; before 01:00 the day before)")
     parser.add_argument("--settle", type=float, default=2.0, help="TRACE_RULE_SETTLE_SECONDS (default 2)")
     parser.add_argument("--grace", type=int, default=20, help="TRACE_RULE_GRACE_SECONDS (default 20)")
     parser.add_argument(

@@ -374,7 +374,7 @@ async def test_dev_loses_nothing_whatever_process_is_killed(dev_folder: Path) ->
             env=_dev_env(), capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert second.returncode == 1, second.stderr
-        assert f"(pid {dev.pid}) is running on {data_dir}" in second.stderr
+        assert f"{data_dir} is in use by another `trace-service dev` (pid {dev.pid}," in second.stderr
         assert dev.poll() is None
 
         token = _tail(data_dir / "admin-token").strip()

@@ -319,6 +319,7 @@ async def test_level_changes_raise_one_alert_each_through_the_outbox(
     settled = n0 + QUIET + timedelta(minutes=1)  # ... and its data settles two hours after the last arrival
     (m1, s1), (m2, s2) = [(m, await actors.operator(kind="retailer", parent=m))
                           for m in [await actors.operator(kind="retail_market") for _ in range(2)]]  # fmt: skip
+
     def history(stall: str) -> list[dict[str, Any]]:
         return [receipt(stall, at(day - timedelta(weeks=w)), 1000.0, p) for w in range(1, 5)]
 

@@ -34,11 +34,13 @@ class Note(BaseModel):
     note: Annotated[str, Field(max_length=2000)] | None = None
 
 
-_STREAM_EXAMPLE = (
-    "retry: 3000\n: connected\n\n"
-    'id: 418\nevent: alert\ndata: {"id": "al_3f9c0a4b1d2e5f60718293a4", "rule": "asf_positive", ...}\n\n'
-    ": keep-alive\n\n"
-)
+# On the wire: "retry: 3000", a ": connected" comment, then per alert "id: 418\nevent: alert\ndata: {...}",
+# and ": keep-alive" comments. The example is one parsed event, as the schema describes it.
+_STREAM_EXAMPLE = {
+    "id": "418",
+    "event": "alert",
+    "data": '{"id": "al_3f9c0a4b1d2e5f60718293a4", "rule": "asf_positive", "severity": "critical", "status": "open"}',
+}
 _ALERT_CONFLICT = {
     409: {
         "conflict": {
@@ -80,13 +82,27 @@ async def list_alerts(
     )  # fmt: skip
 
 
+# One Server-Sent Event as a client library parses it (the fields of the text/event-stream format); its data
+# is an Alert as JSON. Keep-alive comments carry no event.
+_SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["alert"]},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "data": {"type": "string", "description": "the Alert, as JSON"},
+        "retry": {"type": "integer"},
+    },
+}
+
+
 @router.get(
     "/stream",
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": "Server-Sent Events: `alert` events whose data is an Alert, keep-alive comments",
-            "content": {"text/event-stream": {"schema": {"type": "string"}, "example": _STREAM_EXAMPLE}},
+            "description": "Server-Sent Events: one `alert` event per new or changed alert, its data an Alert as JSON, "
+            "with keep-alive comments; the schema and the example describe one event",
+            "content": {"text/event-stream": {"schema": _SSE_EVENT, "example": _STREAM_EXAMPLE}},
         },
         **errors(*AUTHENTICATED, 422, 503),
     },

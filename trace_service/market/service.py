@@ -171,7 +171,13 @@ async def sweep(
     days = await repo.claim_settled(conn, settling.last_day, settling.quiet_before, t.settle_days_per_sweep)
     if days:
         findings += await _settle(conn, days, now, tz, t)
-    if clock.cutoff.hour >= 1 and await repo.claim_sweep(conn, clock.day, clock.cutoff.hour):
+    # A silent market is news only on a day the rest of the city reports: a day without any data at all is
+    # one whose records have not been delivered (a backfill that has not reached it), not a city-wide famine.
+    if (
+        clock.cutoff.hour >= 1
+        and clock.day in await repo.day_states(conn, [clock.day], settling.quiet_before)
+        and await repo.claim_sweep(conn, clock.day, clock.cutoff.hour)
+    ):
         findings += await _judge_live(conn, await _cells_of(conn, [clock.day], t), now, tz, t, only=rules.SHORTFALLS)
     findings = await _throttled(conn, findings, t)
     # Levels follow these findings, and fall when their days leave the window (market/emergency.py).

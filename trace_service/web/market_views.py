@@ -163,8 +163,10 @@ def sparkline(product: dict[str, Any]) -> str:
     known = [p for p in prices if p is not None]
     if len(known) < 2:
         return ""
-    low, high = min(known), max(known)
-    span = (high - low) or 1.0
+    # A day-to-day wobble of a few fen must look flat: the line spans at least 30 % of the mean price.
+    mean = sum(known) / len(known)
+    span = max(max(known) - min(known), 0.3 * mean) or 1.0
+    low = (max(known) + min(known)) / 2 - span / 2
     step = 80 / max(1, len(prices) - 1)
     return " ".join(f"{i * step:.1f},{18 - 16 * (p - low) / span:.1f}" for i, p in enumerate(prices) if p is not None)
 

@@ -478,7 +478,11 @@
     d.setUTCDate(d.getUTCDate() + n);
     return d.toISOString().slice(0, 10);
   };
-  const pct = (c) => (c === null || c === undefined ? "" : `${c > 0 ? "+" : ""}${Math.round(c * 100)}%`);
+  const pct = (c) => {
+    if (c === null || c === undefined) return "";
+    const whole = Math.round(c * 100);
+    return `${whole > 0 ? "+" : ""}${whole}%`;
+  };
   const num = (v, digits = 1) => (v === null || v === undefined ? "—" : Number(v).toLocaleString("zh-CN", { maximumFractionDigits: digits }));
   const price = (v) => (v === null || v === undefined ? "—" : `${Number(v).toFixed(2)} 元/kg`);
   const cover = (v) => (v === null || v === undefined ? "—" : `${num(v, 1)} 天 days`);
