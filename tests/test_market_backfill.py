@@ -340,6 +340,26 @@ async def test_a_backfill_that_settles_piece_by_piece_ends_with_the_same_alerts(
     check_withdrawal(o, w)
 
 
+async def test_a_day_nobody_has_reported_yet_is_not_judged_silent(
+    actors: Actors, engine: AsyncEngine, settings: Settings, db: asyncpg.Connection
+) -> None:
+    """A backfill that has not reached the day in progress: its markets are not silent, they are not
+    delivered yet. Once one market reports for the day, the others' silence is news."""
+    w = await world(actors, plants=False)
+    for batch in chunks([i for i in w.items if i.day < w.last]):
+        await deliver(engine, settings, batch, local(w.last - timedelta(days=1), 23))
+    for hour in (5, 6):
+        await sweep(engine, settings, local(w.last, hour))
+    assert {e for e in (await outcome(db, w)).raised if e[3] == 0} == set()
+
+    await deliver(
+        engine, settings, [i for i in w.items if i.day == w.last and i.site == "B" and i.hour < 6], local(w.last, 6)
+    )
+    await sweep(engine, settings, local(w.last, 7))
+    today = {e for e in (await outcome(db, w)).raised if e[3] == 0}
+    assert today == {("supply_drop", site, p, 0, "III") for site in "ACD" for p in ("p1", "p2")}
+
+
 async def test_a_shuffled_backfill_through_the_worker_raises_the_same_alerts(
     actors: Actors, engine: AsyncEngine, settings: Settings, db: asyncpg.Connection
 ) -> None:

@@ -286,6 +286,7 @@ def test_a_change_of_level_is_a_finding_and_no_change_is_none() -> None:
     assert found.evidence | {"alerts": None} == {
         "product": "PORK-CARCASS", "level": "III", "previous": "IV", "window": ["2026-11-24", "2026-11-25"],
         "city_wide": False, "markets": ["M1", "M2"], "market_count": 2, "rules": ["supply_drop"], "alerts": None,
+        "since": None,
     }  # fmt: skip
     lifted = levels.change(levels.city_level("PORK-CARCASS", [], T), Level.III, D, D)
     assert lifted is not None
@@ -348,6 +349,7 @@ async def test_level_changes_raise_one_alert_each_through_the_outbox(
         "emergency_level", {"type": "product", "code": p}, "III", "warning",
     )  # fmt: skip
     assert sorted(payload["evidence"]["markets"]) == sorted([m1, m2])
+    assert payload["evidence"]["since"] == (settled + QUIET + timedelta(minutes=1)).astimezone(SHANGHAI).isoformat()
     assert "III级（较大）" in payload["message"]["zh"]
 
     # A regulator resolves the second market's alert: on the next sweep the city is back at IV.

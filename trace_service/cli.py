@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -101,8 +103,11 @@ def cmd_deliver(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from datetime import date
 
+    from sqlalchemy.exc import DBAPIError
+
     from trace_service.db.engine import create_engine
     from trace_service.reporting.service import run
+    from trace_service.runtime.replay import DATABASE_FILE
 
     def say(message: str) -> None:
         print(f"[trace-service report] {message}", file=sys.stderr, flush=True)  # noqa: T201
@@ -112,6 +117,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ValueError:
         say(f"error: --date must be YYYY-MM-DD, not {args.date!r}")
         return 2
+    if not args.database_url and "TRACE_DATABASE_URL" not in os.environ:
+        # Next to a running `trace-service dev`: its embedded database.
+        with contextlib.suppress(OSError):
+            args.database_url = (Path(args.data_dir) / DATABASE_FILE).read_text().strip() or None
     settings = _settings(args)
     if args.no_push:
         settings = settings.model_copy(update={"report_url": None})
@@ -125,7 +134,14 @@ def cmd_report(args: argparse.Namespace) -> int:
             await engine.dispose()
         return result.complete
 
-    complete = asyncio.run(main())
+    try:
+        complete = asyncio.run(main())
+    except (OSError, DBAPIError) as exc:
+        # A database that is down, unreachable or not migrated: say so, without a traceback.
+        reason = getattr(exc, "orig", None) or exc
+        say(f"error: cannot read the events from the database: {type(reason).__name__}: {str(reason).splitlines()[0]}")
+        say("is `trace-service dev` running on --data-dir, or TRACE_DATABASE_URL set and migrated?")
+        return 3
     if not complete:
         say("the push is incomplete; run the same command again to resume it")
     return 0 if complete else 1
@@ -385,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--push-attempts", type=int, default=3, choices=range(1, 11), metavar="N",
                         help="tries per file before giving up for this run (default 3)")  # fmt: skip
     report.add_argument("--database-url", help="overrides TRACE_DATABASE_URL")
+    report.add_argument(
+        "--data-dir", default=".trace-data", help="else the database of the `dev` on this folder (.trace-data)"
+    )
     report.set_defaults(func=cmd_report)
 
     mig = sub.add_parser(

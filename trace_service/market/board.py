@@ -98,7 +98,7 @@ async def board(
     names = await emergency.operator_names(
         conn, sorted({a.market for pl in now_levels.values() for a in pl.standing if a.market != CITY})
     )
-    described = {p["product"]: p for p in emergency.describe(now_levels, stored, names, tz, with_alerts=granted.alerts)}
+    described = {p["product"]: p for p in emergency.describe(now_levels, stored, names, with_alerts=granted.alerts)}
     rows, sales_first, sales_last = await stock.stock_rows(conn, stock.StockQuery(), moment, settings)
     held: dict[str, list[stock.StockRow]] = {}
     for row in rows:
@@ -116,7 +116,7 @@ async def board(
         same = [hours.get((product, today - timedelta(days=b)), zero)[measure] for b in weeks]
         full = [daily.get((product, today - timedelta(days=b)), zero)[measure] for b in weeks]
         y_hist = [daily.get((product, yesterday - timedelta(days=b)), zero)[measure] for b in weeks]
-        level = described.get(product) or emergency.describe(city_levels([], [product], lt), {}, {}, tz)[0]
+        level = described.get(product) or emergency.describe(city_levels([], [product], lt), {}, {})[0]
         mine = held.get(product, [])
         out.append(
             {

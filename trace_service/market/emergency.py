@@ -77,7 +77,7 @@ WHERE a.created_at >= $1::timestamptz AND a.subject_type = 'market' AND a.rule =
 """
 
 _LEVELS = """
-SELECT a.subject_code, a.level, a.status, a.updated_at, a.evidence #>> '{window,1}'
+SELECT a.subject_code, a.level, a.status, a.evidence ->> 'since', a.evidence #>> '{window,1}'
 FROM alerts a
 WHERE a.rule = $1::text AND a.subject_type = $2::text AND ($3::text[] IS NULL OR a.subject_code = ANY($3::text[]))
 """
@@ -111,7 +111,7 @@ class StoredLevel:
 
     level: Level | None
     status: str
-    updated_at: datetime
+    since: str | None  # when it reached that level (local time)
     window_end: str | None
 
 
@@ -219,7 +219,7 @@ async def follow(
     for product, level in changed:
         before = previous[product].level if product in previous else None
         events = sorted({e for a in level.behind if a.alert_id in fresh for e in fresh[a.alert_id].event_ids})
-        finding = levels.change(level, before, first, last, events)
+        finding = levels.change(level, before, first, last, events, moment.astimezone(ZoneInfo(settings.timezone)))
         if finding is None:
             continue
         out.append(finding)
@@ -252,7 +252,6 @@ def describe(
     now: dict[str, ProductLevel],
     stored: dict[str, StoredLevel],
     market_names: dict[str, str],
-    tz: ZoneInfo,
     *,
     with_alerts: bool = True,
 ) -> list[dict[str, Any]]:
@@ -261,7 +260,7 @@ def describe(
     out = []
     for product, pl in now.items():
         kept = stored.get(product)
-        since = kept.updated_at.astimezone(tz).isoformat() if kept and kept.level == pl.level and pl.level else None
+        since = kept.since if kept and kept.level == pl.level and pl.level else None
         behind = {a.alert_id for a in pl.behind}
         out.append(
             {
@@ -321,7 +320,7 @@ async def levels_answer(
     now_levels, stored, first, last = await current_levels(conn, settings, now=moment)
     codes = sorted({a.market for pl in now_levels.values() for a in pl.standing if a.market != CITY})
     market_names = await operator_names(conn, codes)
-    products = describe(now_levels, stored, market_names, tz, with_alerts=granted.alerts)
+    products = describe(now_levels, stored, market_names, with_alerts=granted.alerts)
     await sharing.record_read(conn, principal, "/v1/monitor/levels", len(products))
     return {
         "as_of": moment.astimezone(tz).isoformat(timespec="seconds"),

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Self
 
 from pydantic import Field, model_validator
@@ -182,8 +182,10 @@ def change(
     first: date,
     last: date,
     event_ids: Sequence[Any] = (),
+    at: datetime | None = None,
 ) -> Finding | None:
-    """The ``emergency_level`` alert of a product whose level is no longer ``previous``; None if it is."""
+    """The ``emergency_level`` alert of a product whose level is no longer ``previous``; None if it is.
+    ``at``: the moment of the change (local time), kept in the evidence as ``since``."""
     if now.level == previous:
         return None
     name = name_of(now.product)
@@ -218,6 +220,7 @@ def change(
         "market_count": markets,
         "rules": rules,
         "alerts": [a.alert_id for a in now.behind[:MAX_LISTED]],
+        "since": at.isoformat(timespec="seconds") if at else None,
     }
     return Finding(
         rule=EMERGENCY_LEVEL,

@@ -250,7 +250,9 @@ async def _settle(
     final = [d for d in past if d in claimed or (d in states and not states[d].pending)]
     findings = await _judge_final(conn, final, settling, t)
     clock = Clock.at(now, tz, t.settle_minutes)
-    live = sorted(d for d in later if clock.day <= d <= now.astimezone(tz).date())  # later weeks have no data yet
+    # The day in progress, if one of them, and if anybody reported for it yet (see the hourly sweep).
+    today = [d for d in later if clock.day <= d <= now.astimezone(tz).date()]
+    live = sorted(set(today) & set(await repo.day_states(conn, today, settling.quiet_before)))
     if live:
         findings += await _judge_live(conn, await _cells_of(conn, live, t), now, tz, t)
     return findings

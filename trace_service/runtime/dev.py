@@ -48,7 +48,7 @@ from aiokafka.errors import KafkaError
 from trace_service.db.engine import migrate
 from trace_service.kafka import ensure_topics
 from trace_service.runtime.embedded import EmbeddedBroker, EmbeddedError, EmbeddedPostgres, _parent_death_signal
-from trace_service.runtime.replay import URL_FILE
+from trace_service.runtime.replay import DATABASE_FILE, URL_FILE
 from trace_service.settings import Settings
 
 DRAIN_SECONDS = 15.0
@@ -413,6 +413,8 @@ def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1, demo: boo
                 announced = True
                 # `replay` and `simulate` run from this folder find the service here.
                 (data_dir / URL_FILE).write_text(url + "\n")
+                if postgres is not None:  # `report` run from this folder reads the embedded database
+                    (data_dir / DATABASE_FILE).write_text(postgres.url + "\n")
                 _say(f"ready: {url}  (API docs: {url}/docs)")
                 if generated_token:
                     _say(f"admin token: {env['TRACE_ADMIN_TOKEN']}  (kept in {data_dir / 'admin-token'})")
@@ -468,8 +470,9 @@ def run_dev(*, host: str, port: int, data_dir: Path, workers: int = 1, demo: boo
                 postgres.stop()
         for sig, old in previous.items():
             signal.signal(sig, old)
-        with contextlib.suppress(FileNotFoundError):
-            (data_dir / URL_FILE).unlink()
+        for name in (URL_FILE, DATABASE_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                (data_dir / name).unlink()
         os.close(lock)
         _say("stopped")
     return code

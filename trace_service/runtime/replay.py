@@ -30,6 +30,7 @@ from trace_service.chain import scenarios
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_FILE = "url"  # <data-dir>/url: where the `dev` on that folder serves, written when it is ready
+DATABASE_FILE = "database-url"  # <data-dir>/database-url: its embedded Postgres, for `report`
 COMPARED = ("name", "kind", "region", "parent")
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
