@@ -51,7 +51,8 @@ async def authenticate(
 
 def require(principal: Principal, *roles: Role) -> None:
     if principal.role not in roles:
-        raise Forbidden(f"this needs a {' or '.join(r.value for r in roles)} key")
+        named = " or ".join(r.value for r in roles)
+        raise Forbidden(f"this needs {'an' if named[0] in 'aeiou' else 'a'} {named} key")
 
 
 async def reporting_scope(conn: AsyncConnection, principal: Principal) -> dict[str, str] | None:
