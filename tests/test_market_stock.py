@@ -448,7 +448,7 @@ async def test_bulletin_publishes_city_figures_only(
     assert row is not None
     assert "60.0 公斤" in row.group(1)
     assert f"{560 / 60:.2f}" in row.group(1)
-    chart = re.search(r'<svg viewBox="0 0 720 260"[^>]*data-product="' + p + r'"[^>]*>(.*?)</svg>', html, re.S)
+    chart = re.search(r'<svg viewBox="0 0 720 270"[^>]*data-product="' + p + r'"[^>]*>(.*?)</svg>', html, re.S)
     assert chart is not None
     assert chart.group(1).count('<rect class="bar"') == 1  # one day published of the 30
     assert chart.group(1).count('<rect class="gap"') == 29

@@ -117,7 +117,7 @@ def _nice(top: float) -> float:
 
 def chart(product: dict[str, Any], lang: Lang) -> Chart:
     """Volume bars (kg, or heads for pigs) on the left axis and the average price line on the right."""
-    width, height, left, right, top, bottom = 720, 260, 64, 64, 16, 36
+    width, height, left, right, top, bottom = 720, 270, 64, 64, 16, 46
     days = product["days"]
     heads = product["unit"] == "head"
     volumes = [(d["head"] if heads else d["kg_sold"]) for d in days]
