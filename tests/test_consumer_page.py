@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import secrets
 import uuid
@@ -38,7 +39,11 @@ from trace_service.contract.codes import gs1_check_digit
 from trace_service.contract.events import LOT_FIELDS, EventType, build_catalogue
 from trace_service.settings import Settings
 
-IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
+# Screenshots go to test-artifacts/; with TRACE_UPDATE_DOCS_IMAGES=1 they replace the ones in docs/img/ (the
+# README's), so that an ordinary test run leaves the working tree as it found it.
+IMG = Path(__file__).resolve().parent.parent / (
+    "docs/img" if os.environ.get("TRACE_UPDATE_DOCS_IMAGES") == "1" else "test-artifacts/img"
+)
 WIDTHS = (320, 360, 414)
 HEIGHT = 800
 STALL = "A区12号"
@@ -411,6 +416,7 @@ LAYOUT_PROBLEMS = """
 async def _check_layout(page: Page, shot: str) -> None:
     assert await page.locator(ONE_LINE).count() > 0
     problems = await page.evaluate(LAYOUT_PROBLEMS, ONE_LINE)
+    IMG.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=IMG / f"{shot}.png", full_page=True)
     assert problems == [], problems
 

@@ -11,6 +11,7 @@ so that the screenshots (``docs/img/console-supply-*.png``, ``docs/img/market-*.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 import uuid
@@ -43,7 +44,11 @@ from trace_service.settings import Settings
 
 CHROMIUM = "/usr/bin/chromium"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
+# Screenshots go to test-artifacts/; with TRACE_UPDATE_DOCS_IMAGES=1 they replace the ones in docs/img/ (the
+# README's), so that an ordinary test run leaves the working tree as it found it.
+IMG = Path(__file__).resolve().parent.parent / (
+    "docs/img" if os.environ.get("TRACE_UPDATE_DOCS_IMAGES") == "1" else "test-artifacts/img"
+)
 # Past days are judged as soon as they are over and their data is in: this data arrives all at once.
 TM = MarketThresholds(settle_minutes=0, settle_quiet_seconds=0, settle_days_per_sweep=400)
 WEEKS = 5
