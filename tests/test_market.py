@@ -469,8 +469,10 @@ async def test_fewer_pigs_slaughtered_gives_slaughter_drop(
     history = [slaughtered(plant, at(day - timedelta(weeks=w), 2), 100) for w in range(1, 5) for plant in plants]
     assert await apply(engine, settings, history, now=before(day)) == []
     today = [slaughtered(plants[0], at(day, 2), 90), slaughtered(plants[1], at(day, 3), 40)]
-    # Live, by 22:00; then on the day's totals once they have settled.
-    (early,) = await apply(engine, settings, today, now=at_(day, 23))
+    # Live, by 22:00 (a shortfall is judged by the clock's sweep, every settled hour); then on the day's
+    # totals once they have settled.
+    assert await apply(engine, settings, today, now=at_(day, 23)) == []
+    (early,) = [f for f in await sweep(engine, settings, at_(day, 23)) if f.subject_code == f"city/PIG-LIVE/{day}"]
     assert (early.rule, early.evidence["through_hour"]) == ("slaughter_drop", 22)
 
     (f,) = [f for f in await settle(engine, settings, settled(day)) if f.subject_code == f"city/PIG-LIVE/{day}"]
@@ -532,19 +534,20 @@ async def test_a_day_in_progress_is_judged_hour_for_hour_and_an_empty_market_by_
     await apply(engine, settings, history, now=before(day))
     today = [receipt(stall, at(day, 3), 300.0, p)]
 
-    # At 04:10 the 03:00 hour is not settled yet (30 minutes): no judgement of a shortfall.
+    # A batch never raises a shortfall (more data only makes one smaller): the clock's sweep judges them,
+    # every settled hour. At 04:10 the 03:00 hour is not settled yet (30 minutes): no judgement.
     assert await apply(engine, settings, today, now=datetime.fromisoformat(at(day, 4, 10))) == []
-    # At 05:00 it is: 300 kg by 04:00 against the usual 1000.
-    (f,) = await apply(
-        engine, settings, [receipt(stall, at(day, 3, 30), 1.0, p)], now=datetime.fromisoformat(at(day, 5))
-    )
-    assert (f.rule, f.level, f.evidence["through_hour"], f.evidence["value"]) == ("supply_drop", Level.III, 4, 301.0)
+    assert [
+        x for x in await sweep(engine, settings, datetime.fromisoformat(at(day, 4, 10))) if p in x.subject_code
+    ] == []
+    assert await apply(engine, settings, [receipt(stall, at(day, 3, 30), 1.0, p)], now=at_(day, 5)) == []
 
-    # The silent market sent nothing: only the clock can find it.
+    # At 05:00 it is: 301 kg by 04:00 against the usual 1000; and the silent market, which sent nothing.
     swept = await sweep(engine, settings, datetime.fromisoformat(at(day, 5)))
     mine = {(x.rule, x.subject_code): x for x in swept if p in x.subject_code}
-    # (The other market's shortfall is the one its alert already says: no new version of it.)
-    assert set(mine) == {("supply_drop", f"{silent}/{p}/{day}")}
+    assert set(mine) == {("supply_drop", f"{market}/{p}/{day}"), ("supply_drop", f"{silent}/{p}/{day}")}
+    f = mine[("supply_drop", f"{market}/{p}/{day}")]
+    assert (f.rule, f.level, f.evidence["through_hour"], f.evidence["value"]) == ("supply_drop", Level.III, 4, 301.0)
     assert mine[("supply_drop", f"{silent}/{p}/{day}")].evidence["value"] == 0.0
     assert [
         x for x in await sweep(engine, settings, datetime.fromisoformat(at(day, 5, 20))) if p in x.subject_code

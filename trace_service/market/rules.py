@@ -455,6 +455,9 @@ CELL_RULES: dict[str, Callable[[Cell, MarketThresholds], Finding | None]] = {
     SLAUGHTER_DROP: slaughter_drop,
 }
 SHORTFALLS = frozenset({SUPPLY_DROP, SLAUGHTER_DROP})
+# The rules more data can make fire: judged by the batch that brings the data. A batch can only make a
+# shortfall smaller; shortfalls are judged hour by hour by the sweep.
+AS_DATA_ARRIVES = frozenset({SUPPLY_SURGE, PRICE_SPIKE})
 
 
 def rules_of(cell: Cell) -> frozenset[str]:

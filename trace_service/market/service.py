@@ -2,14 +2,15 @@
 
 * :func:`apply` runs inside the worker's batch transaction: it adds the batch's figures, notes when each
   day's figures last changed, and judges the cells (day, market, product) of the day in progress that the
-  batch touched, as the data arrives (the *early warning*), once the days they are compared with have
-  settled.
+  batch touched by the rules more data can make fire (``supply_surge``, ``price_spike``: the *early
+  warning*), once the days they are compared with have settled.
 * :func:`sweep` runs on the worker's tick: it judges what only the clock can reveal, an *absence*: a
-  market that received nothing at all by the hour it usually has most of its day (``supply_drop``,
-  ``slaughter_drop``); and every past day whose data has *settled* (over, and nothing for it arrived
-  anywhere in the city for ``settle_quiet_seconds``): every cell of that day on its totals and
-  ``stock_out``, and again the later days it is compared from. A rule the settled totals do not bear out
-  has its alert withdrawn (resolved by ``system`` with the final figures).
+  market that received nothing (or too little) by the hour it usually has most of its day
+  (``supply_drop``, ``slaughter_drop``, once per settled hour); and every past day whose data has
+  *settled* (over, and nothing for it arrived anywhere in the city for ``settle_quiet_seconds``): every
+  cell of that day on its totals and ``stock_out``, and again the later days it is compared from. A rule
+  the settled totals do not bear out has its alert withdrawn (resolved by ``system`` with the final
+  figures).
 * :func:`supply` serves ``GET /v1/monitor/supply``.
 """
 
@@ -128,8 +129,10 @@ async def apply(
         changed.extend((row.day, row.market, row.product) for row in touched)
     if not t.enabled or not touched:
         return []
-    # Only the day in progress is judged as the data arrives; a past day waits until its data has settled.
-    findings = await _throttled(conn, await _judge_live(conn, _cells(touched), now, tz, t), t)
+    # Only the day in progress is judged as the data arrives, by the rules more data can make fire; a past
+    # day waits until its data has settled.
+    live = await _judge_live(conn, _cells(touched), now, tz, t, only=rules.AS_DATA_ARRIVES)
+    findings = await _throttled(conn, live, t)
     # The city's emergency levels move with the market alerts, in this transaction (market/emergency.py).
     await emergency.follow(conn, findings, settings, now=now)
     return findings
@@ -166,7 +169,7 @@ async def sweep(
     waiting = await repo.add(conn, [], now=now)
     if not t.enabled:
         return []
-    findings = await _judge_live(conn, _cells(waiting), now, tz, t) if waiting else []
+    findings = await _judge_live(conn, _cells(waiting), now, tz, t, only=rules.AS_DATA_ARRIVES) if waiting else []
     settling = Settling.at(now, tz, t)
     days = await repo.claim_settled(conn, settling.last_day, settling.quiet_before, t.settle_days_per_sweep)
     if days:
@@ -220,12 +223,14 @@ async def _judge_live(
     *,
     only: frozenset[str] | None = None,
 ) -> list[Finding]:
-    """The early warning: cells of the day in progress, hour for hour (see ``rules.shortfall``)."""
+    """The early warning: cells of the day in progress, by ``only`` of the rules (all by default), a shortfall
+    hour for hour (see ``rules.shortfall``)."""
     clock = Clock.at(now, tz, t.settle_minutes)
     live = {key: ids for key, ids in cells.items() if key[0] >= clock.day}
     if not live:
         return []
-    loaded = await _load(conn, live, clock.through_hour, t)
+    # Without a shortfall rule the hours are not needed: the day so far is its daily row.
+    loaded = await _load(conn, live, clock.through_hour, t, hourly=only is None or bool(only & rules.SHORTFALLS))
     unsettled = await _unsettled(
         conn, {c.day - timedelta(days=b) for c in loaded for b in _backs(t)[1:]}, Settling.at(now, tz, t)
     )
@@ -301,13 +306,16 @@ async def _load(
     cells: dict[CellKey, set[uuid.UUID]],
     through_of: Callable[[date], int | None],
     t: MarketThresholds,
+    *,
+    hourly: bool = True,
 ) -> list[Cell]:
     """The cells with their figures and history (those with any earlier figures: the others have nothing to
-    be compared with). ``through_of``: None for a day judged on its totals, else its settled hours."""
+    be compared with). ``through_of``: None for a day judged on its totals, else its settled hours, whose
+    figures are read too unless not ``hourly``."""
     keys = sorted(cells)
     through = {key: through_of(key[0]) for key in keys}
     backs = _backs(t)
-    hours = [24 if (h := through[key]) is None else h for key in keys]  # 24: the whole day
+    hours = [24 if (h := through[key]) is None or not hourly else h for key in keys]  # 24: the whole day only
     rows = await repo.figures(conn, [(*key, hour) for key, hour in zip(keys, hours, strict=True)], backs)
     figures: dict[tuple[CellKey, int], repo.CellRow] = {((r.day, r.market, r.product), r.back): r for r in rows}
     names = await repo.market_names(conn, sorted({key[1] for key in keys if key[1] != CITY}))
