@@ -23,7 +23,12 @@ from playwright.async_api import Browser, BrowserContext, Dialog, Page, async_pl
 from tests.conftest import ADMIN_TOKEN, make_settings, running_worker
 from tests.support import Actors, post_events, scenario_tag, wait_for
 from tests.test_alert_stream import served
+from trace_service.alerts import repository as alerts_repo
 from trace_service.chain import scenarios
+from trace_service.db.engine import create_engine
+from trace_service.market import service as market_service
+from trace_service.market.rules import MarketThresholds
+from trace_service.settings import Settings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -123,6 +128,19 @@ async def _supply_history(client: httpx.AsyncClient, admin: dict[str, str]) -> t
     return main["mapping"]["442000200001"], day
 
 
+async def _settle_supply(settings: Settings) -> None:
+    """Judge the supply history now. The worker judges a past day once no data for it has arrived for
+    ``TRACE_MARKET_SETTLE_QUIET_SECONDS`` (two hours by default); this is the worker's own sweep with a quiet
+    period of 0, so that the days the fixture posted (all applied: ``post_events`` waits) count as settled."""
+    thresholds = MarketThresholds(settle_quiet_seconds=0, settle_days_per_sweep=50)
+    engine = create_engine(settings)
+    try:
+        async with engine.begin() as conn:
+            await alerts_repo.write_findings(conn, await market_service.sweep(conn, settings, thresholds=thresholds))
+    finally:
+        await engine.dispose()
+
+
 @pytest.fixture(scope="module")
 async def site(database_url: str, broker_bootstrap: str) -> AsyncIterator[Site]:
     """The app on a real port with a worker, and the chains the pages show."""
@@ -145,6 +163,7 @@ async def site(database_url: str, broker_bootstrap: str) -> AsyncIterator[Site]:
                 op["name"] = SCRIPT_NAME
         markup = await _replay(client, actors.admin, markup_sc)
         supply_market, supply_day = await _supply_history(client, actors.admin)
+        await _settle_supply(settings)
         regulator = (await actors.staff_key("regulator"))["Authorization"].removeprefix("Bearer ")
         operator = (await actors.key(pig["442000300105"]))["Authorization"].removeprefix("Bearer ")
         yield Site(base, client, actors, regulator, operator, pig, asf, markup, supply_market, supply_day)
