@@ -397,6 +397,14 @@ async def test_levels_through_the_api(
     ranks = [order[x["level"]] for x in body["products"]]
     assert ranks == sorted(ranks)
 
+    # The alert queue filters by product and level, as the console's does.
+    queue = await get(client, "/v1/alerts", regulator, product=p, level="III")
+    assert sorted(a["subject"]["code"] for a in queue["items"]) == sorted(f"{m}/{p}/{today}" for m in markets)
+    assert (await get(client, "/v1/alerts", regulator, product=p, level="IV"))["items"] == []
+    assert (await get(client, "/v1/alerts", regulator, product=quiet))["items"] == []
+    r = await client.get("/v1/alerts", params={"level": "V"}, headers=regulator)
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid")
+
 
 # -- the public bulletin ---------------------------------------------------------------------------
 

@@ -74,11 +74,18 @@ async def list_alerts(
     since: Annotated[Time | None, Query(description="changed at or after (RFC 3339 with offset)")] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    level: Annotated[
+        Literal["IV", "III", "II", "I"] | None, Query(description="market alerts at this emergency level")
+    ] = None,
+    product: Annotated[
+        str | None,
+        Query(pattern=r"^[0-9A-Za-z._-]{1,32}$", description="market alerts about this product, and its level"),
+    ] = None,
 ) -> Any:
     """The alert queue, newest first, paged with ``next_cursor``."""
     return await service.list_alerts(
         conn, principal, status=status, severity=severity, rule=rule, operator=operator, since=since,
-        cursor=cursor, limit=limit,
+        cursor=cursor, limit=limit, level=level, product=product,
     )  # fmt: skip
 
 
