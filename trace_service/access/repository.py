@@ -23,6 +23,17 @@ async def get_operator(conn: AsyncConnection, code: str) -> dict[str, Any] | Non
     return dict(row) if row else None
 
 
+async def get_operators_with_parents(conn: AsyncConnection, codes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """These operators and the parents they are registered under, by code, in one statement (a page that
+    names every operator of a timeline would otherwise ask once per operator)."""
+    if not codes:
+        return {}
+    named = sa.select(operators.c.code, operators.c.parent).where(operators.c.code.in_(sorted(set(codes)))).cte()
+    wanted = sa.select(named.c.code).union(sa.select(named.c.parent).where(named.c.parent.is_not(None)))
+    rows = (await conn.execute(sa.select(operators).where(operators.c.code.in_(wanted)))).mappings()
+    return {row["code"]: dict(row) for row in rows}
+
+
 async def insert_operator(conn: AsyncConnection, values: dict[str, Any]) -> dict[str, Any] | None:
     """Insert; None when the code is taken."""
     stmt = insert(operators).values(**values).on_conflict_do_nothing().returning(operators)

@@ -13,8 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trace_service.alerts.models import Finding
 
-NOTIFY_CHANNEL = "trace_alerts"
-
 
 def _rows(result: Any) -> list[Any]:
     """Plain rows of a driver-level result (typed loosely: their shape is the SQL's)."""
@@ -104,7 +102,6 @@ async def publish(conn: AsyncConnection, alert_ids: Sequence[str]) -> None:
     if not alert_ids:
         return
     await conn.exec_driver_sql(_OUTBOX, (list(alert_ids),))
-    await conn.exec_driver_sql("SELECT pg_notify($1, '')", (NOTIFY_CHANNEL,))
 
 
 # -- reads and transitions ---------------------------------------------------------------------------

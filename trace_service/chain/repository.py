@@ -614,12 +614,6 @@ FROM lots l LEFT JOIN operators o ON o.code = l.holder
 WHERE l.id = ANY($1::bigint[])
 """
 
-_LOAD_EDGES = """
-SELECT p.code AS parent, c.code AS child, e.kg, e.head, e.event_id, e.kind
-FROM edges e JOIN lots p ON p.id = e.parent_id JOIN lots c ON c.id = e.child_id
-WHERE e.parent_id = ANY($1::bigint[]) AND e.child_id = ANY($1::bigint[])
-"""
-
 _LOAD_EVENTS = """
 SELECT event_id, event_type, occurred_at, operator, recorded_at
 FROM events WHERE event_id = ANY($1::uuid[])
@@ -666,10 +660,6 @@ async def load_lots(conn: AsyncConnection, ids: Sequence[int]) -> list[dict[str,
         d["documents"] = orjson.loads(d["documents"]) if d["documents"] else {}
         out.append(d)
     return out
-
-
-async def load_edges(conn: AsyncConnection, ids: Sequence[int]) -> list[dict[str, Any]]:
-    return [dict(r) for r in (await conn.exec_driver_sql(_LOAD_EDGES, (list(ids),))).mappings()]
 
 
 async def load_events(conn: AsyncConnection, event_ids: Sequence[Any]) -> list[dict[str, Any]]:

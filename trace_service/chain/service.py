@@ -262,19 +262,10 @@ class ChainService:
         }
 
     async def _operators(self, codes: set[str]) -> dict[str, dict[str, Any]]:
+        """The operators of a timeline and their parents (a stall's market), in one query."""
         from trace_service.access import repository as access_repo
 
-        found = {}
-        for code in codes:
-            row = await access_repo.get_operator(self.conn, code)
-            if row:
-                found[code] = row
-        parents = {r["parent"] for r in found.values() if r.get("parent") and r["parent"] not in found}
-        for code in parents:
-            row = await access_repo.get_operator(self.conn, code)
-            if row:
-                found[code] = row
-        return found
+        return await access_repo.get_operators_with_parents(self.conn, sorted(codes))
 
 
 def _csv_safe(value: Any) -> Any:

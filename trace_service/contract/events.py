@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -454,7 +454,3 @@ def storable_key(key: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def future_limit(now: datetime, skew_seconds: int) -> datetime:
-    return now + timedelta(seconds=skew_seconds)

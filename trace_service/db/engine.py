@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from alembic import command
@@ -72,8 +71,3 @@ def alembic_config(database_url: str) -> Config:
 def migrate(database_url: str, revision: str = "head") -> None:
     """Bring the schema to ``revision``. Safe to run again and from several processes at once."""
     command.upgrade(alembic_config(database_url), revision)
-
-
-async def migrate_async(database_url: str, revision: str = "head") -> None:
-    # env.py runs its own event loop, so it must not run on ours.
-    await asyncio.to_thread(migrate, database_url, revision)
