@@ -11,6 +11,7 @@ service takes; nothing waits on the wall clock.
 
 from __future__ import annotations
 
+import itertools
 import random
 import secrets
 from collections.abc import Iterator
@@ -136,12 +137,24 @@ def build(markets: dict[str, tuple[str, str]], plants: list[str], first: date) -
     return w
 
 
+# City-wide figures and the market monitor's per-day claims are shared by every test of a session, so each
+# test takes a slot of eight weeks of its own, far back, before test_market's days (2000 on). Slots are
+# handed out in turn from a random start: within one session no two tests meet on a day (random days did,
+# now and then, and a sweep's claim of an hour then belonged to the other test).
+_SLOTS = itertools.count(secrets.randbelow(180))
+
+
+def slot_monday() -> date:
+    """The first day (a Monday) of a fresh eight-week slot of days."""
+    return date(1970, 2, 2) + timedelta(weeks=8 * (next(_SLOTS) % 180))
+
+
 async def world(actors: Actors, *, plants: bool = True) -> World:
     """Fresh markets, plants and products on a month of days no other test uses."""
     markets = {role: await market_with_stall(actors) for role in "ABCD"}
     plant_codes = [await actors.operator(kind="slaughterhouse") for _ in range(2)] if plants else []
-    # Far back, before test_market's days (2000 on): the city's heads of these days are this world's.
-    first = date(1970, 2, 2) + timedelta(days=secrets.randbelow(10_500))
+    # The city's heads of these days are this world's; any weekday.
+    first = slot_monday() + timedelta(days=secrets.randbelow(7))
     return build(markets, plant_codes, first)
 
 
@@ -403,7 +416,7 @@ async def test_an_ongoing_surge_gets_a_new_version_only_when_it_moves_by_the_ste
     one once it has moved by more, or when its level changes or its day becomes final."""
     market, stall = await market_with_stall(actors)
     p = "T-" + code("", 8)
-    day = date(1970, 3, 4) + timedelta(weeks=secrets.randbelow(1500))
+    day = slot_monday() + timedelta(weeks=5, days=2)  # a Wednesday with four weeks of history in its slot
     history = [Item(receipt(stall, at(day - timedelta(weeks=n), 4), 100.0, p), "A", day, 4) for n in range(1, 5)]
     await deliver(engine, settings, history, local(day - timedelta(days=1), 12))
     subject = rules.subject_code(market, p, day)
