@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
@@ -177,6 +178,18 @@ async def register_operators(client: httpx.AsyncClient, admin: dict[str, str], o
             assert r.status_code in (201, 409), r.text
             done.add(op["code"])
             pending.remove(op)
+
+
+# The market monitor's figures and its claims of a day's sweeps are city-wide and shared by every test of a
+# session: a test that judges days takes a Wednesday of its own, ten weeks from any other test's, handed out
+# in turn from a random start (random Wednesdays of two tests met now and then).
+_WEEK_SLOTS = itertools.count(secrets.randbelow(120))
+
+
+def a_wednesday() -> date:
+    """A Wednesday years back (2000 on) with four weeks of history before it and five after it that no other
+    test of this session uses."""
+    return date(2000, 1, 5) + timedelta(weeks=5 + 10 * (next(_WEEK_SLOTS) % 120))
 
 
 async def post_events(

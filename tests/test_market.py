@@ -4,7 +4,6 @@ the supply series through the API."""
 from __future__ import annotations
 
 import inspect
-import secrets
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -18,7 +17,7 @@ import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support import Actors, code, post_events, wait_for
+from tests.support import Actors, a_wednesday, code, post_events, wait_for
 from trace_service.alerts import repository as alerts_repo
 from trace_service.alerts.models import Finding, Level, Severity
 from trace_service.chain import projection as chain_projection
@@ -282,7 +281,7 @@ def at_(day: date, hour: int) -> datetime:
 
 def a_day() -> date:
     """A Wednesday of its own, years back: the city-wide cells of one test meet no other test's data."""
-    return date(2000, 1, 5) + timedelta(weeks=5 + secrets.randbelow(1200))
+    return a_wednesday()
 
 
 def product() -> str:

@@ -5,7 +5,6 @@ operator's figures."""
 from __future__ import annotations
 
 import re
-import secrets
 import uuid
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
@@ -18,7 +17,7 @@ import orjson
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support import Actors, code
+from tests.support import Actors, a_wednesday, code
 from trace_service.alerts import repository as alerts_repo
 from trace_service.alerts.models import Finding, Level, Severity, alert_id
 from trace_service.chain import projection as chain_projection
@@ -68,7 +67,7 @@ def product() -> str:
 
 def a_day() -> date:
     """A Wednesday of its own, years back: the cells of one test meet no other test's data."""
-    return date(2000, 1, 5) + timedelta(weeks=5 + secrets.randbelow(1200))
+    return a_wednesday()
 
 
 @pytest.fixture
