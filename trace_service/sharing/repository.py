@@ -212,34 +212,9 @@ async def export_page(
 # -- the audit -------------------------------------------------------------------------------------------
 
 
-async def record_audit(
-    conn: AsyncConnection,
-    *,
-    actor: str,
-    role: str,
-    action: str,
-    subject: str,
-    count: int,
-    first_seq: int | None = None,
-    last_seq: int | None = None,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    """One line of the audit: ``actor`` (a key id) with ``role`` did ``action`` on ``subject`` (a path or a
-    subscription id), covering ``count`` items from ``first_seq`` to ``last_seq``.
-
-    The statement is access's (``access.repository.record_audit``), so that the read endpoints below this
-    package write the same lines."""
-    await access_repo.record_audit(
-        conn,
-        actor=actor,
-        role=role,
-        action=action,
-        subject=subject,
-        count=count,
-        first_seq=first_seq,
-        last_seq=last_seq,
-        detail=detail,
-    )
+# One line of the audit. The statement is access's, so that the read endpoints below this package (chain,
+# which may not import sharing) write the same lines; this name is the sharing side's way to it.
+record_audit = access_repo.record_audit
 
 
 async def open_audit(
