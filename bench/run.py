@@ -46,12 +46,15 @@ lineage    ``python -m bench.lineage --lots 1000000`` (quick: 100,000): lots, ba
            farm recall p50 (goals of issue 3).
 alerts     ``python -m bench.alerts``: alert latency p99 on GET and on the SSE stream, rule cost (issue 4).
 detection  ``python -m bench.detection --scale small --days 2`` (quick: tiny): per-rule precision and recall.
+epcis      ``python -m bench.epcis --documents 10 --rows 1000000`` (quick: 2 documents, 20,000 rows): EPCIS capture
+           events/s end to end next to a validate-only pass, MATCH_anyEPC on one lot p50/p99 (goals of issue 14).
 
 Workers run with 2 s group sessions (joins take ~1 s on the embedded broker). Progress is read from the
 group's committed offsets (a worker commits right after each database commit), not by counting the events
 table, whose ``count(*)`` would compete with the worker for the cores; the events and dead letters are
-counted once at the end. The sections lineage, alerts and detection run their own runners as child processes
-(``--out`` gives their JSON back); ``--lineage-args``, ``--alerts-args`` and ``--detection-args`` add options.
+counted once at the end. The sections lineage, alerts, detection and epcis run their own runners as child
+processes (``--out`` gives their JSON back); ``--lineage-args``, ``--alerts-args``, ``--detection-args`` and
+``--epcis-args`` add options.
 
 Output: the table on stdout, progress on stderr, and JSON (machine, commit, every figure and raw number) in
 ``bench/results/run-<UTC time>.json``. Databases are dropped (unless ``--keep``), child processes and the
@@ -101,7 +104,7 @@ from trace_service.sim.city import build_city
 from trace_service.sim.events import Simulation, simulate
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("ingest", "scale", "lineage", "alerts", "detection")
+SECTIONS = ("ingest", "scale", "lineage", "alerts", "detection", "epcis")
 MODES = {"on": {}, "off": {"TRACE_RULE_ENABLED": "false", "TRACE_MARKET_ENABLED": "false"}}
 # Short group sessions: the embedded broker holds a join for about half the session timeout.
 GROUP = {"TRACE_WORKER_SESSION_TIMEOUT_MS": "2000", "TRACE_WORKER_HEARTBEAT_INTERVAL_MS": "500"}
@@ -122,13 +125,21 @@ GOAL_RECALL_P50_MS = 30.0  # issue 3
 GOAL_RATIO = 5.0  # API / SQL at p50 (issue 3)
 GOAL_ALERT_P99_S = 1.0  # issue 4
 GOAL_RULE_COST = 0.20  # issue 4
+GOAL_EPCIS_CAPTURE = 5_000  # events/s end to end, documents of 1,000 events (issue 14)
+GOAL_EPCIS_QUERY_P50_MS = 10.0  # MATCH_anyEPC on one lot at 1 M events (issue 14)
 
 QUICK_ARGS = {
     "lineage": ["--lots", "100000", "--backward", "300", "--forward", "100", "--recall", "10", "--warmup", "50"],
     "alerts": ["--samples", "20", "--warmup-triggers", "2", "--warmup", "2", "--events", "12000", "--cost-runs", "1"],
     "detection": ["--scale", "tiny", "--days", "2"],
+    "epcis": ["--documents", "2", "--rows", "20000", "--queries", "50"],
 }
-FULL_ARGS = {"lineage": ["--lots", "1000000"], "alerts": [], "detection": ["--scale", "small", "--days", "2"]}
+FULL_ARGS = {
+    "lineage": ["--lots", "1000000"],
+    "alerts": [],
+    "detection": ["--scale", "small", "--days", "2"],
+    "epcis": ["--documents", "10", "--rows", "1000000"],
+}
 
 _T0 = time.monotonic()
 
@@ -1144,7 +1155,31 @@ def sub_bench(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     return doc
 
 
-SUB_ROWS = {"lineage": lineage_rows, "alerts": alerts_rows, "detection": detection_rows}
+def epcis_rows(doc: Mapping[str, Any]) -> list[Row]:
+    r = doc.get("result", doc)
+    c, v, q = r["capture"], r["validate"], r["query"]
+    m = q["MATCH_anyEPC"]["http_ms"]
+    return [
+        Row(
+            "epcis",
+            "capture end to end, documents of 1,000",
+            f"{c['events_per_s']:,.0f} events/s",
+            f"validate only {v['events_per_s']:,.0f} events/s",
+            f"≥ {GOAL_EPCIS_CAPTURE:,}",
+            c["events_per_s"] >= GOAL_EPCIS_CAPTURE,
+        ),
+        Row(
+            "epcis",
+            f"MATCH_anyEPC on one lot p50 / p99, {q['rows']:,} rows",
+            _ms(m["p50"], m["p99"]),
+            f"SQL p50 {q['sql_ms']['p50']:.2f} ms",
+            f"p50 ≤ {GOAL_EPCIS_QUERY_P50_MS:.0f} ms at 1 M",
+            m["p50"] <= GOAL_EPCIS_QUERY_P50_MS if q["rows"] >= 1_000_000 else None,
+        ),
+    ]
+
+
+SUB_ROWS = {"lineage": lineage_rows, "alerts": alerts_rows, "detection": detection_rows, "epcis": epcis_rows}
 
 
 # -- the run ---------------------------------------------------------------------------------------------------
@@ -1260,6 +1295,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--lineage-args", help="more options for bench.lineage, e.g. '--lots 20000' (later ones win)")
     add("--alerts-args", help="more options for bench.alerts, e.g. '--skip-latency'")
     add("--detection-args", help="more options for bench.detection, e.g. '--anomalies 0.05'")
+    add("--epcis-args", help="more options for bench.epcis, e.g. '--rows 200000'")
     add("--keep", action="store_true", help="keep the databases and the logs (their names are printed)")
     common.add_runner_options(parser, "run")
     args = parser.parse_args(argv)

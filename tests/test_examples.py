@@ -17,7 +17,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "events" / "examples"
 OPERATORS = [
     scenarios.demo_operators()[code]
     for code in ("445321400001", "442000100001", "442000200001", "442000500001", "442000600001", "442000600012",
-                 "442000800001")
+                 "442000800001", "442000700001", "442000702001")
 ]  # fmt: skip
 
 
@@ -49,4 +49,4 @@ async def test_every_example_is_accepted_and_applied(client: httpx.AsyncClient, 
         headers = regulator if event["event_type"].startswith("regulator.") else keys[event["operator"]]
         r = await client.post("/v1/events?wait=true", json=event, headers=headers)
         assert r.status_code == 200, (event["event_type"], r.text)
-        assert r.json()["events"][0]["status"] == "applied"
+        assert r.json()["events"][0]["status"] == "applied", r.text

@@ -207,7 +207,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     try:
         end = date.fromisoformat(args.end) if args.end else None
-        sim = simulate(build_city(args.seed, args.scale), days=args.days, end=end, anomalies=args.anomalies)
+        sim = simulate(
+            build_city(args.seed, args.scale), days=args.days, end=end, anomalies=args.anomalies,
+            imports=args.imports, reading_minutes=args.reading_minutes,
+        )  # fmt: skip
     except ValueError as exc:
         say(f"error: {exc}")
         return 2
@@ -335,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate",
         help="generate a simulated city's days of chain events (with faults) and post them to a running service",
         description="Generate a seeded Zhongshan (farms across the 中南区 provinces, planting bases, designated "
-        "slaughterhouses, wholesale markets with their wholesalers, wet markets with stalls, supermarkets, canteens) "
+        "slaughterhouses, wholesale markets with their wholesalers, wet markets with stalls, supermarkets, canteens, "
+        "importers of frozen meat and the cold stores they keep it in) "
         "and N days of chain events ending yesterday, with each integrity fault injected at the --anomalies rate "
         "and a supply shock on the last day; post them through the API with each operator's key (registering the "
         "operators and issuing the keys with the admin key) or produce them straight to Kafka. The ground truth of "
@@ -347,6 +351,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--anomalies", type=float, default=0.0, metavar="RATE",
         help="share of chains (pig batches, harvest lots) that carry a fault; > 0 injects every rule at least once "
         "and a supply shock on the last day (default 0)",
+    )  # fmt: skip
+    sim.add_argument(
+        "--imports", type=float, default=1.0, metavar="FACTOR",
+        help="imported frozen pork and beef: each importer's standing daily lot (port, customs entry, cold store, "
+        "temperature readings, a frozen-meat wholesaler, supermarkets) FACTOR times a day; 0 none but the lots of "
+        "the cold_chain_break and import_docs_missing faults (default 1: one lot a day per flow, 2 flows in small)",
+    )  # fmt: skip
+    sim.add_argument(
+        "--reading-minutes", type=int, default=30, metavar="N",
+        help="a cold store's temperature reading every N minutes, twelve readings an event (default 30)",
     )  # fmt: skip
     sim.add_argument("--scale", choices=["tiny", "small", "city"], default="small",
                      help="tiny (tests), small (~4k events/day) or city (~150k events/day, 4,000 pigs, 1.5 kt "

@@ -35,6 +35,9 @@ class RuleSettings(BaseSettings):
     mass_balance_tolerance: float = Field(default=0.03, ge=0)
     shipment_tolerance: float = Field(default=0.0, ge=0)
     chilled_shelf_life_days: int = Field(default=7, ge=0)
+    # cold_chain_break: a frozen lot may be above this many °C for at most this many minutes in one excursion.
+    cold_chain_max_c: float = Field(default=-15.0, ge=-90, le=90)
+    cold_chain_max_minutes: int = Field(default=30, ge=0)
     # upstream_missing: how long a referenced lot may stay unresolved.
     grace_seconds: int = Field(default=30 * 60, ge=0)
     # How long an event about a lot with no holder yet waits for the lot's creating event before it is

@@ -28,6 +28,8 @@ class OperatorKind(StrEnum):
     SUPERMARKET = "supermarket"
     PLANTING_BASE = "planting_base"
     CANTEEN = "canteen"
+    IMPORTER = "importer"  # 进口商: enters imported meat through customs (issue 14)
+    COLD_STORE = "cold_store"  # 冷库
 
 
 class OperatorStatus(StrEnum):

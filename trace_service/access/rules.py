@@ -19,6 +19,8 @@ ALLOWED_PARENTS: dict[OperatorKind, tuple[OperatorKind, ...]] = {
     OperatorKind.RETAIL_MARKET: (),
     OperatorKind.SUPERMARKET: (),
     OperatorKind.CANTEEN: (),
+    OperatorKind.IMPORTER: (),
+    OperatorKind.COLD_STORE: (),
     OperatorKind.WHOLESALER: (OperatorKind.WHOLESALE_MARKET,),
     OperatorKind.RETAILER: (OperatorKind.RETAIL_MARKET, OperatorKind.SUPERMARKET),
 }

@@ -23,6 +23,8 @@ RELEASE_CHECK = "release"
 LOT_CHECK = "lot"
 CERTIFICATE_CHECK = "certificate"
 VOUCHER_CHECK = "voucher"
+COLD_CHECK = "cold_chain"
+IMPORT_CHECK = "import_docs"
 TICK_LOCK = 7_346_222
 
 
@@ -100,10 +102,39 @@ async def judge_batch(
 
     keys = sorted({x.voucher_key for x in plan.shipment_lines} | {e.voucher_key for e in plan.edges if e.voucher_key})
     deferred += [(VOUCHER_CHECK, f.subject_code) for f in rules.shipment_mismatch(await facts.vouchers(conn, keys), s)]
+    deferred += await cold_chain_checks(conn, plan, ids, s)
     await queue_subjects(conn, deferred, s)
 
     findings += rules.conflicting_duplicates(list(conflicts))
     return findings
+
+
+# -- cold chain (issue 14) ----------------------------------------------------------------------------------
+# Both rules can be undone by a report that is merely late (a reading back below the limit splits an
+# excursion; a certificate dated before the trade), so a batch only queues what holds now, and the tick
+# judges it again after the settle delay.
+
+
+async def cold_chain_checks(
+    conn: AsyncConnection, plan: Plan, ids: dict[str, int], s: RuleSettings
+) -> list[tuple[str, str]]:
+    """The cold_chain_break and import_docs_missing subjects to judge again after the settle delay."""
+    subjects: list[tuple[str, str]] = []
+    # cold_chain_break: lots with new readings, and those below a lot that may just have become a frozen lot's
+    # descendant (a creation, a new edge), whichever arrived first. Batches with none of these skip it.
+    frozen_created = [ids[c.code] for c in plan.creations if c.documents.get("storage") == "frozen"]
+    seeds = {ids[t.lot] for t in plan.temperatures} | set(frozen_created) | {ids[e.child] for e in plan.edges}
+    if plan.temperatures or frozen_created or plan.edges:
+        cold = rules.cold_chain_break(await facts.cold_lots(conn, sorted(seeds)), s)
+        subjects += [(COLD_CHECK, f.subject_code) for f in cold]
+    # import_docs_missing: what left a lot (shipped, sold) in this batch, and imports created or given documents.
+    leaving = {ids[x.lot] for x in plan.shipment_lines} | {ids[e.parent] for e in plan.edges if e.kind == "sale"}
+    leaving |= {ids[f.lot] for f in plan.facts if f.fact in ("shipped", "sold", "import_docs")}
+    leaving |= {ids[c.code] for c in plan.creations if c.kind == "imported"}
+    if leaving:
+        imports = await facts.imported_lots(conn, await facts.imported_above(conn, sorted(leaving)))
+        subjects += [(IMPORT_CHECK, f.subject_code) for f in rules.import_docs_missing(imports)]
+    return subjects
 
 
 def _operator(fresh: Sequence[BaseModel], event_id: uuid.UUID) -> str:
@@ -169,6 +200,13 @@ async def tick(conn: AsyncConnection, s: RuleSettings) -> list[str]:
         findings += rules.certificate_head_counts(certs, claims)
     if subjects.get(VOUCHER_CHECK):
         findings += rules.shipment_mismatch(await facts.vouchers(conn, subjects[VOUCHER_CHECK]), s)
+    if subjects.get(COLD_CHECK):
+        cold_ids = await facts.lot_ids(conn, subjects[COLD_CHECK])
+        findings += rules.cold_chain_break(await facts.cold_lots(conn, cold_ids, generations=0), s)
+    if subjects.get(IMPORT_CHECK):
+        findings += rules.import_docs_missing(
+            await facts.imported_lots(conn, await facts.lot_ids(conn, subjects[IMPORT_CHECK]))
+        )
     findings += rules.upstream_missing(await facts.unresolved_due(conn, s.grace_seconds), datetime.now(UTC), s)
     changed = await repo.write_findings(conn, findings)
     resolved = await facts.resolve_upstream_found(conn)

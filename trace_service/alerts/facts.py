@@ -311,3 +311,112 @@ async def resolve_upstream_found(conn: AsyncConnection) -> list[str]:
            RETURNING a.id"""
     )
     return [row[0] for row in _rows(rows)]
+
+
+# -- cold chain: imported meat and temperatures (issue 14) -------------------------------------------
+
+# The lots with readings among the given ones and (up to $2 generations) their descendants, each with the
+# lot among itself and its ancestors that is stored frozen (an import with storage frozen, or any lot whose
+# documents say so): only those are frozen lots. The readings in time order.
+_COLD_LOTS = """
+WITH RECURSIVE
+down(id, depth) AS (
+    SELECT unnest($1::bigint[]), 0
+    UNION
+    SELECT e.child_id, d.depth + 1 FROM down d JOIN edges e ON e.parent_id = d.id WHERE d.depth < $2
+),
+cand AS (
+    SELECT DISTINCT d.id FROM down d WHERE EXISTS (SELECT 1 FROM lot_temperatures t WHERE t.lot_id = d.id)
+),
+up(cand, id, depth) AS (
+    SELECT id, id, 0 FROM cand
+    UNION
+    SELECT u.cand, e.parent_id, u.depth + 1 FROM up u JOIN edges e ON e.child_id = u.id WHERE u.depth < 50
+),
+frozen AS (
+    SELECT u.cand, min(l.code) AS frozen_by
+    FROM up u JOIN lots l ON l.id = u.id
+    WHERE l.documents->>'storage' = 'frozen'
+    GROUP BY u.cand
+)
+SELECT l.code, l.holder, f.frozen_by,
+       array_agg(t.at ORDER BY t.at, t.event_id), array_agg(t.celsius ORDER BY t.at, t.event_id),
+       array_agg(t.event_id ORDER BY t.at, t.event_id)
+FROM frozen f JOIN lots l ON l.id = f.cand JOIN lot_temperatures t ON t.lot_id = f.cand
+GROUP BY l.code, l.holder, f.frozen_by
+"""
+
+
+async def cold_lots(conn: AsyncConnection, lot_ids: Sequence[int], generations: int = 50) -> list[r.ColdLot]:
+    """The frozen lots with readings among these lots and their descendants (``generations`` below them)."""
+    if not lot_ids:
+        return []
+    rows = await conn.exec_driver_sql(_COLD_LOTS, (sorted(set(lot_ids)), generations))
+    return [
+        r.ColdLot(code, holder, frozen_by, tuple(r.Reading(a, c, e) for a, c, e in zip(ats, cs, eids, strict=True)))
+        for code, holder, frozen_by, ats, cs, eids in _rows(rows)
+    ]
+
+
+# The imported lots among these lots and their ancestors.
+_IMPORTED_ABOVE = """
+WITH RECURSIVE up(id, depth) AS (
+    SELECT unnest($1::bigint[]), 0
+    UNION
+    SELECT e.parent_id, u.depth + 1 FROM up u JOIN edges e ON e.child_id = u.id WHERE u.depth < 50
+)
+SELECT DISTINCT l.id FROM up JOIN lots l ON l.id = up.id WHERE l.kind = 'imported'
+"""
+
+_IMPORTED_LOTS = """
+SELECT l.id, l.code, l.holder, l.created_by_event, l.documents::text,
+       COALESCE((SELECT json_agg(json_build_object('at', f.occurred_at, 'event_id', f.event_id, 'data', f.data))
+                 FROM lot_facts f WHERE f.lot_id = l.id AND f.fact = 'import_docs'), '[]')::text
+FROM lots l WHERE l.id = ANY($1::bigint[]) AND l.kind = 'imported'
+"""
+
+# What left each imported lot or a lot made from it: the seller's shipments, retail sales, and the shipped or
+# sold facts of captured EPCIS events.
+_IMPORT_OUTFLOWS = """
+WITH RECURSIVE fam(root, id, depth) AS (
+    SELECT id, id, 0 FROM unnest($1::bigint[]) AS x(id)
+    UNION
+    SELECT f.root, e.child_id, f.depth + 1 FROM fam f JOIN edges e ON e.parent_id = f.id WHERE f.depth < 50
+)
+SELECT f.root, l.code, 'shipped', s.occurred_at, s.event_id, s.seller
+FROM fam f JOIN lots l ON l.id = f.id JOIN shipment_lines sl ON sl.lot_id = f.id
+JOIN shipments s ON s.event_id = sl.event_id
+UNION ALL
+SELECT f.root, l.code, 'sold', sa.sold_at, sa.event_id, sa.seller
+FROM fam f JOIN lots l ON l.id = f.id JOIN sales sa ON sa.lot_id = f.id
+UNION ALL
+SELECT f.root, l.code, x.fact, x.occurred_at, x.event_id, NULL
+FROM fam f JOIN lots l ON l.id = f.id JOIN lot_facts x ON x.lot_id = f.id AND x.fact IN ('shipped', 'sold')
+"""
+
+
+async def imported_above(conn: AsyncConnection, lot_ids: Sequence[int]) -> list[int]:
+    """The imported lots among these lots and their ancestors."""
+    if not lot_ids:
+        return []
+    return [row[0] for row in _rows(await conn.exec_driver_sql(_IMPORTED_ABOVE, (sorted(set(lot_ids)),)))]
+
+
+async def imported_lots(conn: AsyncConnection, lot_ids: Sequence[int]) -> list[r.ImportedLot]:
+    """Imported lots with the certificates supplied later and what left them or the lots made from them."""
+    if not lot_ids:
+        return []
+    wanted = sorted(set(lot_ids))
+    outflows: dict[int, list[r.ImportOutflow]] = {}
+    for root, code, kind, at, eid, operator in _rows(await conn.exec_driver_sql(_IMPORT_OUTFLOWS, (wanted,))):
+        outflows.setdefault(root, []).append(r.ImportOutflow(code, kind, at, eid, operator))
+    out = []
+    for lot_id, code, holder, by, docs, supplied in _rows(await conn.exec_driver_sql(_IMPORTED_LOTS, (wanted,))):
+        sup = tuple(
+            r.Supplied(datetime.fromisoformat(x["at"]), uuid.UUID(x["event_id"]), x["data"] or {})
+            for x in orjson.loads(supplied)
+        )
+        out.append(
+            r.ImportedLot(code, holder, by, orjson.loads(docs) if docs else {}, sup, tuple(outflows.get(lot_id, [])))
+        )
+    return out

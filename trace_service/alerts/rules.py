@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -17,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from trace_service.alerts.models import Finding, Severity
 from trace_service.chain.ownership import Refusal
+from trace_service.chain.projection import IMPORT_CERTIFICATES
 from trace_service.settings import RuleSettings
 
 LOCAL = ZoneInfo("Asia/Shanghai")
@@ -514,7 +516,7 @@ def mass_balance(lots: list[LotState], s: RuleSettings) -> list[Finding]:
         out = lot.kg_out - lot.kg_received_only
         if (
             lot.status != "unresolved"
-            and lot.kind in ("received", "carcass", "produce")
+            and lot.kind in ("received", "carcass", "produce", "imported")
             and lot.kg_in > 0
             and out > lot.kg_in * (1 + Decimal(str(s.mass_balance_tolerance)))
         ):
@@ -616,3 +618,159 @@ def not_holder(event: Any, refusal: Refusal) -> Finding:
         },
         event_ids=(event.event_id,),
     )  # fmt: skip
+
+
+# -- cold chain: imported meat and temperatures (issue 14) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reading:
+    at: datetime
+    celsius: Decimal
+    event_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class ColdLot:
+    """A frozen lot with readings: ``frozen_by`` is the lot (itself or an ancestor) stored frozen."""
+
+    lot: str
+    holder: str | None
+    frozen_by: str
+    readings: tuple[Reading, ...]
+
+
+@dataclass(frozen=True)
+class Excursion:
+    """Readings above the limit, from the first above to the first later one at or below it (included),
+    or to the last one above when the readings never came back."""
+
+    start: datetime
+    end: datetime
+    peak: Decimal
+    readings: tuple[Reading, ...]
+
+    @property
+    def duration(self) -> timedelta:
+        return self.end - self.start
+
+
+def excursions(readings: Iterable[Reading], max_c: float) -> list[Excursion]:
+    """The excursions of a lot's readings above ``max_c``, in time order (ties by event id)."""
+    limit = Decimal(str(max_c))
+    out: list[Excursion] = []
+    above: list[Reading] = []
+    for reading in sorted(readings, key=lambda x: (x.at, str(x.event_id))):
+        if reading.celsius > limit:
+            above.append(reading)
+        elif above:
+            out.append(Excursion(above[0].at, reading.at, max(x.celsius for x in above), (*above, reading)))
+            above = []
+    if above:
+        out.append(Excursion(above[0].at, above[-1].at, max(x.celsius for x in above), tuple(above)))
+    return out
+
+
+def cold_chain_break(lots: list[ColdLot], s: RuleSettings) -> list[Finding]:
+    """A frozen lot above the limit for longer than allowed in one excursion (two short ones do not add up)."""
+    allowed = timedelta(minutes=s.cold_chain_max_minutes)
+    findings = []
+    for lot in lots:
+        breaks = [e for e in excursions(lot.readings, s.cold_chain_max_c) if e.duration > allowed]
+        if not breaks:
+            continue
+        worst = max(breaks, key=lambda e: (e.duration, e.peak))
+        minutes = round(worst.duration.total_seconds() / 60, 1)
+        findings.append(
+            Finding(
+                "cold_chain_break", "lot", lot.lot, C,
+                f"冷冻批次 {lot.lot} 温度高于 {s.cold_chain_max_c:g} °C 持续 {minutes:g} 分钟"
+                f"（最高 {worst.peak:f} °C），超过 {s.cold_chain_max_minutes} 分钟的限度，冷链中断",
+                f"Frozen lot {lot.lot} was above {s.cold_chain_max_c:g} °C for {minutes:g} minutes "
+                f"(peak {worst.peak:f} °C), beyond the {s.cold_chain_max_minutes}-minute limit: the cold chain broke",
+                operator=lot.holder,
+                evidence={"minutes": minutes, "peak": float(worst.peak), "from": _t(worst.start), "to": _t(worst.end),
+                          "excursions": len(breaks), "max_c": s.cold_chain_max_c,
+                          "max_minutes": s.cold_chain_max_minutes, "frozen_lot": lot.frozen_by},
+                event_ids=_ids(r.event_id for e in breaks for r in e.readings),
+            )
+        )  # fmt: skip
+    return findings
+
+
+# IMPORT_CERTIFICATES: the certificates an imported lot must have before it, or anything made from it, is
+# shipped or sold (the customs declaration is required by the contract itself).
+_CERT_ZH = {"inspection_cert_number": "入境货物检验检疫证明", "disinfection_cert_number": "消毒证明"}
+_CERT_EN = {
+    "inspection_cert_number": "inspection and quarantine certificate",
+    "disinfection_cert_number": "disinfection certificate",
+}
+
+
+@dataclass(frozen=True)
+class Supplied:
+    """Certificates an import.documents_supplied (or an EPCIS event) added to an imported lot."""
+
+    occurred_at: datetime
+    event_id: uuid.UUID
+    documents: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ImportOutflow:
+    lot: str  # the imported lot or one made from it
+    kind: str  # shipped | sold
+    occurred_at: datetime
+    event_id: uuid.UUID
+    operator: str | None
+
+
+@dataclass(frozen=True)
+class ImportedLot:
+    lot: str
+    holder: str | None
+    created_by_event: uuid.UUID | None
+    documents: dict[str, Any]
+    supplied: tuple[Supplied, ...] = ()
+    outflows: tuple[ImportOutflow, ...] = ()
+
+
+def import_docs_missing(lots: list[ImportedLot]) -> list[Finding]:
+    """An imported lot, or one made from it, shipped or sold at a time its import lot lacked a certificate.
+
+    The customs entry's certificates count from the start; a supplied one from its occurred_at. A certificate
+    supplied after the trade does not undo the finding (a regulator resolves it).
+    """
+    findings = []
+    for lot in lots:
+        at_entry = {k for k in IMPORT_CERTIFICATES if lot.documents.get(k)}
+        late: list[tuple[ImportOutflow, list[str]]] = []
+        for out in sorted(lot.outflows, key=lambda o: (o.occurred_at, str(o.event_id))):
+            have = at_entry | {
+                k
+                for sup in lot.supplied
+                if sup.occurred_at <= out.occurred_at
+                for k in sup.documents
+                if sup.documents[k]
+            }
+            missing = [k for k in IMPORT_CERTIFICATES if k not in have]
+            if missing:
+                late.append((out, missing))
+        if not late:
+            continue
+        first, missing = late[0]
+        findings.append(
+            Finding(
+                "import_docs_missing", "lot", lot.lot, W,
+                f"进口批次 {lot.lot} 缺少{'、'.join(_CERT_ZH[k] for k in missing)}，"
+                f"其货物（{first.lot}）已于 {_t(first.occurred_at)} {'销售' if first.kind == 'sold' else '出货'}",
+                f"Imported lot {lot.lot} lacked its {' and '.join(_CERT_EN[k] for k in missing)} when "
+                f"{first.lot} was {first.kind} at {_t(first.occurred_at)}",
+                operator=lot.holder,
+                evidence={"missing": missing,
+                          "trades": [{"lot": o.lot, "kind": o.kind, "at": _t(o.occurred_at), "by": o.operator,
+                                      "missing": m} for o, m in late][:50]},
+                event_ids=_ids([lot.created_by_event], [o.event_id for o, _ in late]),
+            )
+        )  # fmt: skip
+    return findings

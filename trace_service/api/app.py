@@ -25,6 +25,9 @@ from trace_service.codes.endpoints import router as codes_router
 from trace_service.contract.events import build_catalogue
 from trace_service.db.engine import create_engine
 from trace_service.delivery.endpoints import router as subscriptions_router
+from trace_service.epcis.endpoints import router as epcis_router
+from trace_service.epcis.problems import EpcisShape
+from trace_service.epcis.service import EpcisService
 from trace_service.ingest.endpoints import router as ingest_router
 from trace_service.ingest.publisher import EventPublisher
 from trace_service.ingest.service import IntakeService
@@ -53,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.principal_cache = PrincipalCache(settings.auth_cache_seconds)
         app.state.publisher = publisher
         app.state.intake = IntakeService(settings, engine, publisher, catalogue)
+        app.state.epcis = EpcisService(settings, engine, app.state.intake, app.state.read_engine)
         app.state.alert_stream = AlertStream(engine)
         if not settings.key_pepper.get_secret_value():
             log.warning("key_pepper_unset", hint="set TRACE_KEY_PEPPER so stored key hashes are keyed")
@@ -86,6 +90,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(HeaderLimit, limit=settings.max_header_bytes)
     # Added last, so it wraps the others: every failure below it is answered and the connection kept.
     app.add_middleware(ErrorBoundary)
+    # Outermost: every error answer under /epcis, whoever made it, leaves as the binding's problem details.
+    app.add_middleware(EpcisShape, capture_limit=settings.max_events_per_request)
     app.include_router(health_router)
     app.include_router(ingest_router)
     app.include_router(access_router)
@@ -98,6 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(codes_router)
     app.include_router(sharing_router)
     app.include_router(subscriptions_router)
+    app.include_router(epcis_router)
     app.include_router(web_router)
     app.include_router(market_pages_router)
     app.mount("/static", static_files(), name="static")

@@ -354,6 +354,17 @@ class PublicChecks(BaseModel):
     compliance_certificate: CheckResult | None = None
     pesticide: CheckResult | None = None
     pesticide_tested_at: str | None = None
+    customs: CheckResult | None = Field(default=None, description="imported meat: customs clearance (入境通关)")
+    entry_inspection: CheckResult | None = Field(
+        default=None,
+        description="imported meat: the entry inspection and quarantine certificate (入境货物检验检疫证明)",
+    )
+    disinfection: CheckResult | None = Field(default=None, description="imported meat: the disinfection certificate")
+    cold_chain: CheckResult | None = Field(
+        default=None,
+        description="frozen imported meat: fail with an open cold_chain_break alert on the product or a lot it came "
+        "from; pass when temperatures were recorded and none is open; unknown when none were recorded",
+    )
 
 
 class PublicOrigin(BaseModel):
@@ -363,9 +374,13 @@ class PublicOrigin(BaseModel):
 
 
 class PublicWarning(BaseModel):
-    level: str = Field(examples=["stopped"])
-    reasons: list[Literal["asf_positive", "test_failed", "held"]] = Field(
-        description="why sale is stopped, as far as the recorded facts tell"
+    level: Literal["stopped", "cold_chain"] = Field(
+        description="stopped: sale of the product or a lot it came from is stopped; cold_chain: not stopped, but a "
+        "cold_chain_break alert is open on it (a regulator has not resolved it)",
+        examples=["stopped"],
+    )
+    reasons: list[Literal["asf_positive", "test_failed", "held", "cold_chain_break"]] = Field(
+        description="why, as far as the recorded facts and alerts tell"
     )
     zh: str
     en: str
@@ -457,7 +472,20 @@ class PublicTrace(BaseModel):
     slaughtered_at: str | None
     checks: PublicChecks
     origin: PublicOrigin | None
-    warning: PublicWarning | None = Field(description="set when the product or a lot it came from is stopped")
+    origin_country: str | None = Field(
+        default=None,
+        description="imported meat: the country of origin its customs entry states (ISO 3166-1 alpha-2)",
+        examples=["BR"],
+    )
+    origin_country_name: Label | None = Field(
+        default=None, description="the country's name in Chinese and English; null when the code is not in the table"
+    )
+    entry_port: str | None = Field(
+        default=None, description="imported meat: the port it entered China by, as declared", examples=["南沙港"]
+    )
+    warning: PublicWarning | None = Field(
+        description="set when the product or a lot it came from is stopped, or its cold chain was broken"
+    )
     status: Literal["stopped", "failed", "passed", "incomplete"] = Field(
         description="the worst state a consumer must know of: stopped, a failed check, a check not recorded "
         "(incomplete), or every check passed"

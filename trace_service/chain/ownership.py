@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from trace_service.contract.events import EventType as T
+from trace_service.contract.events import epcis_effects
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class Claim:
     code: str
     field: str
     creates: bool
+    # An EPCIS event about a lot another operator holds may be one whose shipping to this sender (a custody
+    # fact) is still on its way: it waits for that instead of being refused (docs/epcis.md, "Custody").
+    waits_for_custody: bool = False
 
 
 def claims(event: BaseModel) -> list[Claim]:
@@ -54,7 +58,25 @@ def claims(event: BaseModel) -> list[Claim]:
         return [Claim(d.lot, "data.lot", False), Claim(d.sale_code, "data.sale_code", True)]
     if et in (T.SLAUGHTER_ASF_TESTED, T.LOT_TESTED, T.LOT_DISPOSED):
         return [Claim(d.lot, "data.lot", False)]
+    # -- cold chain (issue 14): the importer creates the lot; its holder records documents, moves, readings --
+    if et == T.IMPORT_CUSTOMS_CLEARED:
+        return [Claim(d.lot, "data.lot", True)]
+    if et in (T.IMPORT_DOCUMENTS_SUPPLIED, T.COLDSTORE_STORED_IN, T.COLDSTORE_RELEASED, T.LOT_TEMPERATURE_RECORDED):
+        return [Claim(d.lot, "data.lot", False)]
+    if et == T.EPCIS_EVENT:
+        effects = epcis_effects(d)
+        created = {c.code for c in effects.creates}
+        return [Claim(c, "data.event", True) for c in sorted(created)] + [
+            Claim(c, "data.event", False, waits_for_custody=True) for c in effects.lots_named if c not in created
+        ]
     return []  # regulator.* may name any lot
+
+
+def custody_passes(event: BaseModel) -> list[tuple[str, str]]:
+    """(lot, new holder) for every lot an event hands on to another operator (EPCIS shipping, docs/epcis.md)."""
+    if event.event_type != T.EPCIS_EVENT:  # type: ignore[attr-defined]
+        return []
+    return [(c.lot, c.holder) for c in epcis_effects(event.data).custody]  # type: ignore[attr-defined]
 
 
 def codes_of(events: Iterable[BaseModel]) -> set[str]:
@@ -111,7 +133,7 @@ def judge(
                     f"lot {claim.code} is held by another operator; choose another code",
                 )
                 return verdict
-        elif holder is None:
+        elif holder is None or (not may_report_for(holder) and claim.waits_for_custody):
             verdict.waits_for.append(claim.code)
         elif not may_report_for(holder):
             verdict.refusal = Refusal(

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from trace_service.contract.events import EventType as T
+from trace_service.contract.events import epcis_effects
 
 LIVE_PIG_PRODUCT = ("PIG-LIVE", "生猪")
 
@@ -59,7 +60,9 @@ class EdgeRow:
 class FactRow:
     lot: str
     event_id: uuid.UUID
-    fact: str  # test | asf | hold | release | disposed | slaughtered
+    # test | asf | hold | release | disposed | slaughtered | import_docs | cold_in | cold_out | custody
+    # (custody: data {"holder": code} makes that operator the lot's holder; see repository.apply_plan)
+    fact: str
     result: str | None
     occurred_at: datetime
     data: dict[str, Any]
@@ -125,6 +128,16 @@ class EarTagRow:
     role: str  # dispatched | received
 
 
+@dataclass(frozen=True)
+class TemperatureRow:
+    """One temperature reading of a lot (``lot_temperatures``)."""
+
+    lot: str
+    event_id: uuid.UUID
+    at: datetime
+    celsius: Decimal
+
+
 @dataclass
 class Plan:
     codes: set[str] = field(default_factory=set)
@@ -137,6 +150,7 @@ class Plan:
     certificates: list[CertificateRow] = field(default_factory=list)
     claims: list[ClaimRow] = field(default_factory=list)
     ear_tags: list[EarTagRow] = field(default_factory=list)
+    temperatures: list[TemperatureRow] = field(default_factory=list)
 
     def create(self, c: Creation) -> None:
         self.codes.add(c.code)
@@ -149,6 +163,10 @@ class Plan:
     def fact(self, f: FactRow) -> None:
         self.codes.add(f.lot)
         self.facts.append(f)
+
+    def temperature(self, t: TemperatureRow) -> None:
+        self.codes.add(t.lot)
+        self.temperatures.append(t)
 
 
 def _kg(value: float | None) -> Decimal | None:
@@ -366,4 +384,110 @@ def plan(events: list[BaseModel]) -> Plan:
             fact = "hold" if et == T.REGULATOR_LOT_HELD else "release"
             p.fact(FactRow(d.lot, eid, fact, None, at, {"reason": d.reason, "scope": d.scope, "by": op}))
 
+        # -- cold chain (issue 14) --
+        elif et == T.IMPORT_CUSTOMS_CLEARED:
+            p.create(
+                Creation(
+                    d.lot,
+                    "imported",
+                    d.product_code,
+                    d.product_name,
+                    op,
+                    at,
+                    eid,
+                    et,
+                    _kg(d.weight_kg) or Decimal(0),
+                    0,
+                    None,  # origin_region is a GB/T 2260 region; an import's origin is origin_country
+                    import_documents(d),
+                )
+            )
+
+        elif et == T.IMPORT_DOCUMENTS_SUPPLIED:
+            docs = {k: v for k in IMPORT_CERTIFICATES if (v := getattr(d, k)) is not None}
+            p.fact(FactRow(d.lot, eid, "import_docs", None, at, docs))
+
+        elif et in (T.COLDSTORE_STORED_IN, T.COLDSTORE_RELEASED):
+            fact = "cold_in" if et == T.COLDSTORE_STORED_IN else "cold_out"
+            p.fact(FactRow(d.lot, eid, fact, None, at, {"store": d.store, "weight_kg": d.weight_kg}))
+
+        elif et == T.LOT_TEMPERATURE_RECORDED:
+            # One reading per instant of an event: a time given twice keeps its first value.
+            seen: set[datetime] = set()
+            for reading in d.readings:
+                if reading.at not in seen:
+                    seen.add(reading.at)
+                    p.temperature(TemperatureRow(d.lot, eid, reading.at, Decimal(str(reading.celsius))))
+
+        elif et == T.EPCIS_EVENT:
+            _plan_epcis(p, epcis_effects(d), eid, op, at)
+
     return p
+
+
+# The import certificates a customs entry may carry and import.documents_supplied may add (import_docs_missing).
+IMPORT_CERTIFICATES = ("inspection_cert_number", "disinfection_cert_number")
+
+
+def import_documents(d: Any) -> dict[str, Any]:
+    """The documents of an imported lot, as its customs entry states them (absent certificates left out)."""
+    docs = {
+        "origin_country": d.origin_country,
+        "entry_port": d.entry_port,
+        "storage": d.storage,
+        "customs_declaration_number": d.customs_declaration_number,
+    }
+    docs |= {k: v for k in IMPORT_CERTIFICATES if (v := getattr(d, k)) is not None}
+    return docs
+
+
+# -- GS1 EPCIS 2.0: a captured event's graph effects (docs/epcis.md, "EPCIS to the graph") --------------------
+
+
+def _plan_epcis(p: Plan, fx: Any, eid: uuid.UUID, op: str, at: datetime) -> None:
+    imports = {i.lot: i for i in fx.imports}
+    for c in fx.creates:
+        found = imports.get(c.code)
+        docs: dict[str, Any] = {"epc": c.identifier}
+        if found is not None:
+            docs |= {
+                k: v
+                for k, v in (
+                    ("origin_country", found.origin_country),
+                    ("entry_port", found.entry_port),
+                    ("storage", found.storage),
+                )
+                if v is not None
+            }
+            docs |= found.documents
+        p.create(
+            Creation(
+                c.code,
+                c.kind,
+                None,
+                None,
+                op,
+                at,
+                eid,
+                T.EPCIS_EVENT,
+                _kg(c.kg) or Decimal(0),
+                c.head or 0,
+                None,
+                docs,
+                category="pork" if c.kind == "carcass" else None,
+                slaughtered_at=at if c.kind == "carcass" else None,
+            )
+        )
+    created = {c.code for c in fx.creates}
+    for i in fx.imports:  # documents supplied for a lot created elsewhere
+        certificates = {k: v for k, v in i.documents.items() if k in IMPORT_CERTIFICATES}
+        if i.lot not in created and certificates:
+            p.fact(FactRow(i.lot, eid, "import_docs", None, at, certificates))
+    for e in fx.edges:
+        p.edge(EdgeRow(e.parent, e.child, eid, _kg(e.kg), None, e.kind))
+    for f in fx.facts:
+        p.fact(FactRow(f.lot, eid, f.fact, f.result, at, dict(f.data)))
+    for c in fx.custody:
+        p.fact(FactRow(c.lot, eid, "custody", None, at, {"holder": c.holder}))
+    for t in fx.temperatures:
+        p.temperature(TemperatureRow(t.lot, eid, t.at, Decimal(str(round(t.celsius, 2)))))

@@ -165,6 +165,33 @@ ORDER BY 1, 2
 ON CONFLICT DO NOTHING
 """
 
+# -- cold chain (issue 14): temperatures and custody ----------------------------------------------------
+
+# One row per lot, instant and reporting event: a reading re-sent in another event is another row (the
+# rules read them ordered by time).
+_TEMPERATURES = """
+INSERT INTO lot_temperatures (lot_id, at, event_id, celsius)
+SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::uuid[], $4::numeric[])
+ORDER BY 1, 2, 3
+ON CONFLICT DO NOTHING
+"""
+
+# The holder of a created lot with custody facts is the holder named by the latest of them by
+# (occurred_at, event_id), whatever the order they arrived in; a lot without one keeps the creator its creating
+# event set (custody facts are never removed, so no lot goes back from the first kind to the second). Returns
+# the codes whose holder changed, for the worker to wake the events parked on them.
+_CUSTODY = """
+UPDATE lots l SET holder = c.holder, updated_at = now()
+FROM (
+    SELECT DISTINCT ON (f.lot_id) f.lot_id, f.data->>'holder' AS holder
+    FROM lot_facts f
+    WHERE f.lot_id = ANY($1::bigint[]) AND f.fact = 'custody' AND f.data->>'holder' IS NOT NULL
+    ORDER BY f.lot_id, f.occurred_at DESC, f.event_id DESC
+) c
+WHERE l.id = c.lot_id AND l.created_by_event IS NOT NULL AND l.holder IS DISTINCT FROM c.holder
+RETURNING l.code
+"""
+
 # Whichever of the certificate and the claim arrives second makes the edge.
 _LINK_CLAIMS = """
 INSERT INTO edges (parent_id, child_id, event_id, head, kind, pending)
@@ -384,6 +411,8 @@ class Applied:
     ids: dict[str, int] = field(default_factory=dict)
     touched: list[int] = field(default_factory=list)
     stop_changed: set[int] = field(default_factory=set)
+    # Codes whose holder a custody fact changed (cold chain, issue 14): events parked on them may now apply.
+    holder_changed: list[str] = field(default_factory=list)
 
 
 async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
@@ -553,11 +582,23 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
         touched.update(changed)  # what they inherited (category, slaughter time) matters to the rules
         given = parents = sorted(changed)
 
+    if plan.temperatures:
+        tr = plan.temperatures
+        await conn.exec_driver_sql(
+            _TEMPERATURES,
+            ([ids[x.lot] for x in tr], [x.at for x in tr], [x.event_id for x in tr], [x.celsius for x in tr]),
+        )
+
     order = sorted(touched)
     before = {r[0]: r[1] for r in _rows(await conn.exec_driver_sql(_LOCK_PASSES, (order,)))}
     await conn.exec_driver_sql(_RECOMPUTE, (order,))
     stop_changed = await _propagate_stops(conn, order, before)
-    return Applied(ids=ids, touched=order, stop_changed=stop_changed)
+    # Custody, like status, from the stored facts: only a batch with custody facts, or one that created a code
+    # stored before (its creation reset the holder to the creator), can change a holder.
+    holder_changed: list[str] = []
+    if older or any(f.fact == "custody" for f in plan.facts):
+        holder_changed = sorted(r[0] for r in _rows(await conn.exec_driver_sql(_CUSTODY, (order,))))
+    return Applied(ids=ids, touched=order, stop_changed=stop_changed, holder_changed=holder_changed)
 
 
 async def _propagate_stops(conn: AsyncConnection, touched: list[int], before: dict[int, bool]) -> set[int]:

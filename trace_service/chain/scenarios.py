@@ -17,6 +17,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from trace_service.contract.epcis import hashing as epcis_hashing
+from trace_service.contract.events import EPCIS_URIS, EventType
+
 SCENARIOS = Path(__file__).resolve().parents[2] / "events" / "scenarios"
 # The demo operators, one entry per code; a catalogue scenario names its operators by code.
 OPERATORS = SCENARIOS.parent / "operators.json"
@@ -186,7 +189,40 @@ def instantiate(scenario: dict[str, Any], tag: str, *, operators: bool = True) -
     for ev in scenario["events"]:
         new = replace_strings(ev, mapping)
         new["event_id"] = str(uuid.uuid5(namespace, ev["event_id"]))
+        if new.get("event_type") == EventType.EPCIS_EVENT:
+            new = _instantiate_epcis(new, mapping, tag)
         events.append(new)
     out["events"] = events
     out["mapping"] = mapping
     return out
+
+
+def _epcis_strings(node: Any, mapping: dict[str, str], tag: str) -> Any:
+    """The identifiers of an EPCIS event made unique by ``tag``: operator URIs as the operators were mapped,
+    the lot of each LGTIN and city lot URI with the tag appended."""
+    if isinstance(node, dict):
+        return {k: _epcis_strings(v, mapping, tag) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_epcis_strings(v, mapping, tag) for v in node]
+    if isinstance(node, str):
+        operator_prefix, lot_prefix = EPCIS_URIS.operator_prefix, EPCIS_URIS.lot_prefix
+        if node.startswith(operator_prefix):
+            code = node[len(operator_prefix) :]
+            return operator_prefix + mapping.get(code, code)
+        if node.startswith(lot_prefix):
+            code = node[len(lot_prefix) :]
+            return lot_prefix + mapping.get(code, code + tag)
+        if node.startswith("urn:epc:class:lgtin:"):
+            return node + tag
+    return node
+
+
+def _instantiate_epcis(envelope: dict[str, Any], mapping: dict[str, str], tag: str) -> dict[str, Any]:
+    """An ``epcis.event`` of a scenario copy: its identifiers tagged, and its id derived again from the event
+    hash (contract: the id of a captured EPCIS event is its hash's)."""
+    data = envelope["data"]
+    event = _epcis_strings(data["event"], mapping, tag)
+    digest = epcis_hashing.event_hash(event, data.get("context"))
+    envelope["data"] = {**data, "event": event}
+    envelope["event_id"] = str(epcis_hashing.envelope_id(digest, error_declaration="errorDeclaration" in event))
+    return envelope

@@ -17,6 +17,7 @@ from trace_service.access import scopes
 from trace_service.access import service as access
 from trace_service.access.models import Principal, Role
 from trace_service.chain import repository as repo
+from trace_service.contract.origins import country_name
 from trace_service.contract.regions import describe_region
 from trace_service.errors import Forbidden, NotFound
 
@@ -28,6 +29,7 @@ LOCAL = ZoneInfo("Asia/Shanghai")
 # stall keeper is often a person: they are shown by kind (the stall by the label the market gives it).
 PUBLIC_NAME_KINDS = {
     "slaughterhouse", "wholesale_market", "wholesaler", "retail_market", "supermarket", "planting_base", "canteen",
+    "importer", "cold_store",
 }  # fmt: skip
 KIND_LABELS = {
     "farm": ("养殖场", "farm"),
@@ -39,6 +41,8 @@ KIND_LABELS = {
     "supermarket": ("超市", "supermarket"),
     "planting_base": ("种植基地", "planting base"),
     "canteen": ("食堂", "canteen"),
+    "importer": ("进口商", "importer"),
+    "cold_store": ("冷库", "cold store"),
 }
 
 
@@ -234,10 +238,17 @@ class ChainService:
         carcass = next((r for r in ancestors if r["kind"] == "carcass"), None)
         origin = next((r for r in reversed(ancestors) if r["origin_region"]), None)
         product = next((r for r in ancestors if r["product_name"]), None)
+        # Imported meat: the lot customs cleared is the root of its chain (the furthest imported ancestor).
+        imported = next((r for r in reversed(ancestors) if r["kind"] == "imported"), None)
+        broken = await _cold_chain_alerts(self.conn, [r["code"] for r in ancestors])
 
         checks = _checks(ancestors, facts, batch, carcass)
+        if imported is not None or broken:
+            checks |= _import_checks(imported, facts, broken, await _has_temperatures(self.conn, list(rows)))
         stopped = [r for r in ancestors if r["status"] == "stopped"]
-        warning = _warning(stopped, facts)
+        warning = _warning(stopped, facts, broken)
+        country = imported["documents"].get("origin_country") if imported else None
+        names = country_name(country)
         operators = await self._operators({r["holder"] for r in ancestors if r["holder"]} | _suppliers(stocked))
 
         return {
@@ -257,6 +268,9 @@ class ChainService:
             "slaughtered_at": _local(carcass["created_at"]) if carcass else None,
             "checks": checks,
             "origin": _origin(origin, operators),
+            "origin_country": country,
+            "origin_country_name": {"zh": names.zh, "en": names.en} if names else None,
+            "entry_port": imported["documents"].get("entry_port") if imported else None,
             "warning": warning,
             "status": _summary(checks, warning),
         }
@@ -381,12 +395,26 @@ def _stop_reasons(stopped: list[dict[str, Any]], facts: list[dict[str, Any]]) ->
     return [r for r in STOP_REASONS if r in found]
 
 
-def _warning(stopped: list[dict[str, Any]], facts: list[dict[str, Any]]) -> dict[str, Any] | None:
-    if not stopped:
+def _warning(stopped: list[dict[str, Any]], facts: list[dict[str, Any]], broken: list[str]) -> dict[str, Any] | None:
+    """The warning a consumer must see first: sale stopped, or the cold chain broken (an open
+    ``cold_chain_break`` alert on the product or a lot it came from), or both."""
+    if not stopped and not broken:
         return None
-    reasons = _stop_reasons(stopped, facts)
+    if not stopped:
+        return {
+            "level": "cold_chain",
+            "reasons": ["cold_chain_break"],
+            "zh": "警告：该冷冻产品或其上游批次在冷库或运输中温度超标（冷链中断），请勿食用，并向市场咨询。",
+            "en": "Warning: this frozen product, or a lot it came from, was kept too warm in a cold store or in "
+            "transport (cold chain broken). Do not eat it; ask the market.",
+        }
+    reasons: list[str] = _stop_reasons(stopped, facts)
     why_zh = "、".join(STOP_REASONS[r][0] for r in reasons) or "检测不合格、非洲猪瘟阳性或监管扣留"
     why_en = ", ".join(STOP_REASONS[r][1] for r in reasons) or "a failed test, ASF positive or a regulator's hold"
+    if broken:
+        reasons.append("cold_chain_break")
+        why_zh += "；另有冷链温度超标"
+        why_en += "; its cold chain was also broken"
     return {
         "level": "stopped",
         "reasons": reasons,
@@ -397,12 +425,57 @@ def _warning(stopped: list[dict[str, Any]], facts: list[dict[str, Any]]) -> dict
 
 def _summary(checks: dict[str, Any], warning: dict[str, Any] | None) -> str:
     """The worst state the consumer must know of: stopped, a failed check, a check not recorded, or all
-    checks passed. The page's headline says this and nothing more cheerful."""
+    checks passed. The page's headline says this and nothing more cheerful (a broken cold chain is the
+    ``cold_chain`` check failed)."""
     results = [v for k, v in checks.items() if k != "pesticide_tested_at"]
-    if warning is not None:
+    if warning is not None and warning["level"] == "stopped":
         return "stopped"
     if "fail" in results:
         return "failed"
     if results and all(r == "pass" for r in results):
         return "passed"
     return "incomplete"
+
+
+# -- imported meat: its entry documents and its cold chain ----------------------------------------------------
+
+
+def _import_checks(
+    imported: dict[str, Any] | None, facts: list[dict[str, Any]], broken: list[str], readings: bool
+) -> dict[str, Any]:
+    """The checks of an imported chain: customs clearance (its declaration is required by the contract), the
+    entry inspection and quarantine certificate and the disinfection certificate (stated at clearance or
+    supplied later), and the cold chain (failed with an open ``cold_chain_break`` alert, passed when
+    temperatures were recorded and none is open)."""
+    checks: dict[str, Any] = {}
+    if imported is not None:
+        later = [f["data"] for f in facts if f["lot"] == imported["code"] and f["fact"] == "import_docs"]
+        docs = [imported["documents"], *later]
+        checks["customs"] = "pass" if imported["documents"].get("customs_declaration_number") else "unknown"
+        for check, key in (
+            ("entry_inspection", "inspection_cert_number"),
+            ("disinfection", "disinfection_cert_number"),
+        ):
+            checks[check] = "pass" if any(d.get(key) for d in docs) else "unknown"
+    checks["cold_chain"] = "fail" if broken else "pass" if readings else "unknown"
+    return checks
+
+
+# These two read what the graph's own queries do not: the alerts on the chain's lots, and whether any
+# temperature was recorded on them (``lot_temperatures``, migration 0015). Their home is chain/repository.py.
+_COLD_CHAIN_ALERTS = """
+SELECT DISTINCT subject_code FROM alerts
+WHERE rule = 'cold_chain_break' AND subject_type = 'lot' AND subject_code = ANY($1::text[]) AND status <> 'resolved'
+ORDER BY 1
+"""
+_HAS_TEMPERATURES = "SELECT EXISTS (SELECT 1 FROM lot_temperatures WHERE lot_id = ANY($1::bigint[]))"
+
+
+async def _cold_chain_alerts(conn: AsyncConnection, codes: list[str]) -> list[str]:
+    """The lots among ``codes`` with a ``cold_chain_break`` alert not resolved by a regulator."""
+    return [r[0] for r in await conn.exec_driver_sql(_COLD_CHAIN_ALERTS, (codes,))]
+
+
+async def _has_temperatures(conn: AsyncConnection, ids: list[int]) -> bool:
+    row = (await conn.exec_driver_sql(_HAS_TEMPERATURES, (ids,))).first()
+    return bool(row and row[0])

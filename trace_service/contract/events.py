@@ -25,9 +25,15 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 
 from trace_service.contract.codes import CodePatterns, check_ear_tag, check_farm_code, check_region
+from trace_service.contract.epcis import hashing as epcis_hashing
+from trace_service.contract.epcis import mapping as epcis_mapping
+from trace_service.contract.epcis import schema as epcis_schema
+from trace_service.contract.epcis.schema import Problem
+from trace_service.contract.epcis.uris import URIs
 
 MAX_KG = 100_000.0  # 100 t: no single lot or line of this trade weighs more
 MAX_HEAD = 100_000
@@ -47,6 +53,14 @@ class EventType(StrEnum):
     LOT_DISPOSED = "lot.disposed"
     REGULATOR_LOT_HELD = "regulator.lot_held"
     REGULATOR_LOT_RELEASED = "regulator.lot_released"
+    # -- cold chain: imported meat, cold stores, temperatures (issue 14) --
+    IMPORT_CUSTOMS_CLEARED = "import.customs_cleared"
+    IMPORT_DOCUMENTS_SUPPLIED = "import.documents_supplied"
+    COLDSTORE_STORED_IN = "coldstore.stored_in"
+    COLDSTORE_RELEASED = "coldstore.released"
+    LOT_TEMPERATURE_RECORDED = "lot.temperature_recorded"
+    # -- GS1 EPCIS 2.0: a captured EPCIS event (docs/epcis.md) --
+    EPCIS_EVENT = "epcis.event"
 
 
 def _three_decimals(value: float) -> float:
@@ -106,6 +120,35 @@ LongText = Annotated[str, StringConstraints(min_length=1, max_length=2000), _SAF
 StallLabel = Annotated[str, StringConstraints(min_length=1, max_length=32), _SAFE]
 ProductCode = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z._-]{1,32}$")]
 Plate = Annotated[str, StringConstraints(min_length=2, max_length=16), _SAFE]
+
+
+# -- cold chain (issue 14) ---------------------------------------------------------------------------
+
+
+def _not_china(code: str) -> str:
+    # An import comes from abroad: a domestic lot is never entered through customs as an import.
+    if code == "CN":
+        raise ValueError("origin_country of an imported lot cannot be CN")
+    return code
+
+
+def _two_decimals(value: float) -> float:
+    if round(value, 2) != value:
+        raise ValueError("at most 2 decimals")
+    return value
+
+
+def some_certificate(model: Any) -> Any:
+    """import.documents_supplied supplies something: one certificate at least."""
+    if model.inspection_cert_number is None and model.disinfection_cert_number is None:
+        raise ValueError("give inspection_cert_number, disinfection_cert_number or both")
+    return model
+
+
+# ISO 3166-1 alpha-2, upper case (the letters only: the list of assigned codes is not kept here).
+Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidator(_not_china)]
+Port = Annotated[str, StringConstraints(min_length=1, max_length=64), _SAFE]
+Celsius = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False), AfterValidator(_two_decimals)]
 
 
 LOT_CODE_DESCRIPTION = (
@@ -266,6 +309,51 @@ def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000
         reason: LongText
         scope: Literal["lot", "downstream"]
 
+    # -- cold chain: imported meat, cold stores, temperatures (issue 14) --
+
+    class ImportCustomsCleared(Strict):
+        lot: LotCode
+        product_code: ProductCode
+        product_name: Text
+        weight_kg: Kg
+        storage: Literal["frozen", "chilled"]
+        customs_declaration_number: Cert  # 报关单号
+        inspection_cert_number: Cert | None = None  # 入境货物检验检疫证明
+        disinfection_cert_number: Cert | None = None  # 消毒证明
+        origin_country: Country
+        entry_port: Port
+
+    class ImportDocumentsSupplied(Strict):
+        lot: LotCode
+        inspection_cert_number: Cert | None = None
+        disinfection_cert_number: Cert | None = None
+
+        _one_at_least = model_validator(mode="after")(some_certificate)
+
+    class ColdStoreMove(Strict):
+        lot: LotCode
+        store: OperatorCode
+        weight_kg: Kg | None = None
+
+    class Reading(Strict):
+        at: Time
+        celsius: Celsius
+
+    class LotTemperatureRecorded(Strict):
+        lot: LotCode
+        readings: Annotated[list[Reading], Field(min_length=1, max_length=MAX_LIST)]
+        sensor: Text | None = None
+
+    # -- end of cold chain --
+
+    # -- GS1 EPCIS 2.0 (issue 14): one captured EPCIS event, as sent, with its document's @context --
+
+    class EpcisEventData(Strict):
+        event: Annotated[dict[str, Any], Field(description="The EPCIS 2.0 event as captured (docs/epcis.md).")]
+        context: Any = None
+
+        _standard_event = model_validator(mode="after")(check_epcis_event)
+
     data_models: dict[str, type[BaseModel]] = {
         EventType.FARM_PIGS_DISPATCHED.value: FarmPigsDispatched,
         EventType.SLAUGHTER_PIGS_RECEIVED.value: SlaughterPigsReceived,
@@ -279,6 +367,13 @@ def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000
         EventType.LOT_DISPOSED.value: LotDisposed,
         EventType.REGULATOR_LOT_HELD.value: RegulatorLotAction,
         EventType.REGULATOR_LOT_RELEASED.value: RegulatorLotAction,
+        # -- cold chain (issue 14) --
+        EventType.IMPORT_CUSTOMS_CLEARED.value: ImportCustomsCleared,
+        EventType.IMPORT_DOCUMENTS_SUPPLIED.value: ImportDocumentsSupplied,
+        EventType.COLDSTORE_STORED_IN.value: ColdStoreMove,
+        EventType.COLDSTORE_RELEASED.value: ColdStoreMove,
+        EventType.LOT_TEMPERATURE_RECORDED.value: LotTemperatureRecorded,
+        EventType.EPCIS_EVENT.value: EpcisEventData,
     }
 
     class EnvelopeBase(Strict):
@@ -286,12 +381,15 @@ def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000
         occurred_at: Time
         operator: OperatorCode
 
+    class EpcisEnvelopeBase(EnvelopeBase):
+        _derived_from_the_hash = model_validator(mode="after")(check_epcis_envelope)
+
     models: dict[str, type[BaseModel]] = {}
     for event_type, data_model in data_models.items():
         name = "".join(part.capitalize() for part in event_type.replace(".", "_").split("_")) + "Event"
         models[event_type] = type(
             name,
-            (EnvelopeBase,),
+            (EpcisEnvelopeBase if event_type == EventType.EPCIS_EVENT else EnvelopeBase,),
             {
                 "__annotations__": {"event_type": Literal[event_type], "data": data_model},
                 "__module__": __name__,
@@ -307,6 +405,50 @@ def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000
     event = TypeAdapter(union)
     events = TypeAdapter(Annotated[list[union], Field(min_length=1, max_length=max_events)])
     return Catalogue(patterns=p, event=event, events=events, models=models, data_models=data_models)
+
+
+# -- GS1 EPCIS 2.0: the checks of a captured event (docs/epcis.md) ----------------------------------------
+
+EPCIS_URIS = URIs()
+
+
+def _epcis_problems(problems: list[Problem]) -> str:
+    shown = "; ".join(f"{p.pointer or '/'}: {p.message}" for p in problems[:5])
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return f"not a valid EPCIS 2.0 event: {shown}{more}"
+
+
+def check_epcis_event(data: Any) -> Any:
+    """The data of an ``epcis.event``: an event the standard's schema accepts, whose lots the city can name
+    (with the contract's default lot pattern: an LGTIN's city code is formed the same way everywhere)."""
+    problems = epcis_schema.validate_event(data.event, data.context)
+    if not problems:
+        problems = epcis_effects(data).problems
+    if problems:
+        raise ValueError(_epcis_problems(problems))
+    return data
+
+
+def check_epcis_envelope(envelope: Any) -> Any:
+    """An ``epcis.event``'s id is derived from the CBV event hash, so that the same EPCIS event is one event
+    however it is sent; and its ``occurred_at`` is the event's ``eventTime``."""
+    event = envelope.data.event
+    digest = epcis_hashing.event_hash(event, envelope.data.context)
+    wanted = epcis_hashing.envelope_id(digest, error_declaration="errorDeclaration" in event)
+    if envelope.event_id != wanted:
+        raise ValueError(f"the event_id of an epcis.event is derived from its event hash {digest}: {wanted}")
+    try:
+        event_time = datetime.fromisoformat(str(event.get("eventTime")))
+    except ValueError:
+        event_time = None
+    if event_time != envelope.occurred_at:
+        raise ValueError("the occurred_at of an epcis.event is its eventTime")
+    return envelope
+
+
+def epcis_hash(event: BaseModel) -> str:
+    data: Any = event.data  # type: ignore[attr-defined]
+    return epcis_hashing.event_hash(data.event, data.context)
 
 
 # -- the lot codes an event names ---------------------------------------------------------------------
@@ -326,6 +468,13 @@ LOT_FIELDS: dict[str, tuple[str, ...]] = {
     EventType.LOT_DISPOSED: ("lot",),
     EventType.REGULATOR_LOT_HELD: ("lot",),
     EventType.REGULATOR_LOT_RELEASED: ("lot",),
+    # -- cold chain (issue 14) --
+    EventType.IMPORT_CUSTOMS_CLEARED: ("lot",),
+    EventType.IMPORT_DOCUMENTS_SUPPLIED: ("lot",),
+    EventType.COLDSTORE_STORED_IN: ("lot",),
+    EventType.COLDSTORE_RELEASED: ("lot",),
+    EventType.LOT_TEMPERATURE_RECORDED: ("lot",),
+    EventType.EPCIS_EVENT: (),  # the lots are inside the EPCIS event: see epcis_lot_codes
 }
 
 
@@ -347,7 +496,15 @@ def lot_codes(event: BaseModel) -> list[tuple[str, str]]:
 
     for path in LOT_FIELDS[event.event_type]:  # type: ignore[attr-defined]
         walk(event.data, path.split("."), "data")  # type: ignore[attr-defined]
+    if event.event_type == EventType.EPCIS_EVENT:  # type: ignore[attr-defined]
+        data: Any = event.data  # type: ignore[attr-defined]
+        found += [("data.event", code) for code in epcis_effects(data).lots_named]
     return found
+
+
+def epcis_effects(data: Any, lot_pattern: str | None = None) -> epcis_mapping.Effects:
+    """What a captured EPCIS event does to the graph (its lot pattern was checked at validation)."""
+    return epcis_mapping.effects(data.event, EPCIS_URIS, lot_pattern or CodePatterns().lot)
 
 
 # -- canonical form ----------------------------------------------------------------------------------

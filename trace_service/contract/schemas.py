@@ -24,7 +24,18 @@ from trace_service.contract.codes import (
     check_farm_code,
     check_region,
 )
-from trace_service.contract.events import Catalogue, EventType, _three_decimals, storable_text, storable_time
+from trace_service.contract.events import (
+    Catalogue,
+    EventType,
+    _not_china,
+    _three_decimals,
+    _two_decimals,
+    check_epcis_envelope,
+    check_epcis_event,
+    some_certificate,
+    storable_text,
+    storable_time,
+)
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 BASE_URI = "https://trace.zs.example/schemas/v1/"
@@ -106,6 +117,29 @@ EVENT_DOCS: dict[str, tuple[str, str]] = {
         "regulator.lot_released 解除控制",
         "A regulator releases a hold on a lot, and with scope downstream on its descendants.",
     ),
+    # -- cold chain (issue 14) --
+    EventType.IMPORT_CUSTOMS_CLEARED: (
+        "import.customs_cleared 入境通关",
+        "An importer enters imported meat through customs: creates the imported lot with its origin country, "
+        "entry port, storage and entry documents.",
+    ),
+    EventType.IMPORT_DOCUMENTS_SUPPLIED: (
+        "import.documents_supplied 补充入境单证",
+        "The holder of an imported lot supplies its inspection and quarantine or disinfection certificate later "
+        "(at least one of the two).",
+    ),
+    EventType.COLDSTORE_STORED_IN: ("coldstore.stored_in 冷库入库", "The holder of a lot puts it into a cold store."),
+    EventType.COLDSTORE_RELEASED: ("coldstore.released 冷库出库", "The holder of a lot takes it out of a cold store."),
+    EventType.LOT_TEMPERATURE_RECORDED: (
+        "lot.temperature_recorded 温度记录",
+        "The holder of a lot reports temperature readings of it (°C, each with its time).",
+    ),
+    EventType.EPCIS_EVENT: (
+        "epcis.event GS1 EPCIS 2.0 事件",
+        "One GS1 EPCIS 2.0 event as captured by POST /epcis/capture (or produced straight to Kafka), with its "
+        "document's @context. Its event_id is uuid5 of the CBV event hash; the lots it names join the trace graph "
+        "as docs/epcis.md describes.",
+    ),
 }
 
 
@@ -123,6 +157,21 @@ def _after(pattern: str | None, description: str) -> Callable[[JsonSchemaValue],
 # Each after-validator of the contract models, and how its check shows in JSON Schema.
 _AFTER_VALIDATORS: dict[Callable[..., Any], Callable[[JsonSchemaValue], JsonSchemaValue]] = {
     _three_decimals: _after(None, "At most 3 decimal places (checked by the service)."),
+    _two_decimals: _after(None, "At most 2 decimal places (checked by the service)."),
+    some_certificate: _after(None, "At least one of the two certificates (checked by the service)."),
+    check_epcis_event: _after(
+        None,
+        "A GS1 EPCIS 2.0 event that the standard's JSON Schema accepts (with the document's @context), whose "
+        "lots the city can name (docs/epcis.md; checked by the service).",
+    ),
+    check_epcis_envelope: _after(
+        None,
+        "An epcis.event's event_id is uuid5 of its CBV 2.0 event hash and its occurred_at is the event's "
+        "eventTime (docs/epcis.md; checked by the service).",
+    ),
+    _not_china: _after(
+        "^(?!CN$)", "ISO 3166-1 alpha-2 country code, upper case; not CN (an import comes from abroad)."
+    ),
     storable_text: _after(None, "Text without the NUL character or lone surrogates (checked by the service)."),
     storable_time: _after(
         None,

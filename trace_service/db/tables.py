@@ -690,4 +690,78 @@ class ReportFile(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
 
 
+# -- cold chain: temperatures, imports (migration 0015) --
+
+
+class LotTemperature(SQLModel, table=True):
+    """A temperature reading of a lot (lot.temperature_recorded, or an EPCIS sensor report), for the
+    cold_chain_break rule. The key serves each lot's readings in time order."""
+
+    __tablename__ = "lot_temperatures"
+
+    lot_id: int = Field(sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("lots.id"), primary_key=True))
+    at: datetime = Field(sa_column=sa.Column(TZ, primary_key=True))
+    event_id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), primary_key=True))
+    celsius: Decimal = Field(sa_column=sa.Column(sa.Numeric(5, 2), nullable=False))
+
+
+# -- EPCIS: captures and the event index (migration 0016) --
+
+
+class EpcisCapture(SQLModel, table=True):
+    """A capture job of ``POST /epcis/capture``: the events of one document, in document order. Its state is
+    read from the events' own statuses (applied, dead letter); ``finished_at`` and ``errors`` are kept once it
+    is done."""
+
+    __tablename__ = "epcis_captures"
+    __table_args__ = (sa.Index("ix_epcis_captures_key", "key_id", "created_at", "id"),)
+
+    id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), primary_key=True))
+    key_id: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    operator: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    created_at: datetime = _ts()
+    finished_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))
+    # Three lists of the same length: the envelope id, the CBV event hash and the eventID sent (or null).
+    event_ids: list[uuid.UUID] = Field(sa_column=sa.Column(sa.ARRAY(UUID(as_uuid=True)), nullable=False))
+    event_hashes: list[str] = Field(sa_column=sa.Column(sa.ARRAY(sa.Text), nullable=False))
+    epcis_ids: list[str | None] = Field(sa_column=sa.Column(sa.ARRAY(sa.Text), nullable=False))
+    errors: list[Any] | None = Field(default=None, sa_column=sa.Column(JSONB, nullable=True))
+
+
+class EpcisEvent(SQLModel, table=True):
+    """Every applied event as EPCIS 2.0 (written by the worker with the event): captured events as sent plus
+    ``eventID``, domestic events rendered. The columns are the query index of ``GET /epcis/events``."""
+
+    __tablename__ = "epcis_events"
+    __table_args__ = (
+        sa.Index("ix_epcis_events_record", "record_time", "event_id"),
+        sa.Index("ix_epcis_events_operator_record", "operator", "record_time", "event_id"),
+        sa.Index("ix_epcis_events_event_time", "event_time"),
+        sa.Index("ix_epcis_events_epcs", "epcs", postgresql_using="gin"),
+        sa.Index("ix_epcis_events_input_epcs", "input_epcs", postgresql_using="gin"),
+        sa.Index("ix_epcis_events_output_epcs", "output_epcs", postgresql_using="gin"),
+    )
+
+    event_id: uuid.UUID = Field(sa_column=sa.Column(UUID(as_uuid=True), primary_key=True))
+    epcis_id: str = Field(sa_column=sa.Column(sa.Text, nullable=False, unique=True))
+    type: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    event_time: datetime = Field(sa_column=sa.Column(TZ, nullable=False))
+    record_time: datetime = _ts()
+    # bizStep and disposition as CBV short names (``shipping``), whatever form was sent.
+    biz_step: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    disposition: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    action: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    read_point: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    biz_location: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    operator: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    epcs: list[str] = Field(sa_column=sa.Column(sa.ARRAY(sa.Text), nullable=False))
+    input_epcs: list[str] = Field(sa_column=sa.Column(sa.ARRAY(sa.Text), nullable=False))
+    output_epcs: list[str] = Field(sa_column=sa.Column(sa.ARRAY(sa.Text), nullable=False))
+    parent_id: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    doc: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
+    # The capture document's @context; null for a domestic event (the service's own context).
+    context: Any = Field(default=None, sa_column=sa.Column(JSONB, nullable=True))
+    error_declaration: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(JSONB, nullable=True))
+
+
 metadata = SQLModel.metadata

@@ -14,6 +14,10 @@
   sell to pork stalls and canteens; vegetable wholesalers, each handling one or two products, receive
   from planting bases and sell to vegetable stalls, supermarkets and canteens.
 - **Wet markets** (农贸市场) with stalls (retailers with ``parent``), **supermarkets**, **canteens**.
+- **Imports**: importers (进口商) clear frozen pork and beef at a port of the Pearl River Delta, keep it in
+  one of the city's cold stores (冷库) and sell it to the frozen-meat wholesalers (冻品批发商, tenants of
+  the wholesale markets), who sell part of it on to supermarkets. A small share of the city's meat; drawn
+  from a generator of its own, so that the rest of the city is the same with or without it.
 
 Only part of what a wholesaler receives goes to traced buyers (the rest goes to restaurants and
 neighbouring cities, which are not nodes); ``TRACED_SHARE_VEG`` is that part for vegetables. It leaves
@@ -131,6 +135,23 @@ VEGETABLES: tuple[Product, ...] = (
 PORK = Product("PORK-CARCASS", "猪胴体(白条)", "pork", 24.0, 32.0)
 PRODUCTS: dict[str, Product] = {p.code: p for p in (*VEGETABLES, PORK)}
 
+# Imported frozen meat, with the countries each comes from (weights roughly their share of China's imports)
+# and the ports that clear it for Zhongshan.
+FROZEN_PORK = Product("PORK-FROZEN", "冷冻猪肉", "imported", 19.0, 27.0)
+FROZEN_BEEF = Product("BEEF-FROZEN", "冷冻牛肉", "imported", 46.0, 68.0)
+IMPORTED: dict[str, tuple[Product, tuple[tuple[str, float], ...]]] = {
+    FROZEN_PORK.code: (
+        FROZEN_PORK,
+        (("BR", 4.0), ("ES", 4.0), ("NL", 1.5), ("DK", 1.5), ("CA", 1.0), ("US", 1.0), ("CL", 1.0), ("FR", 0.5)),
+    ),
+    FROZEN_BEEF.code: (
+        FROZEN_BEEF,
+        (("BR", 5.0), ("AR", 2.0), ("UY", 1.5), ("AU", 1.5), ("NZ", 1.0), ("US", 0.5)),
+    ),
+}
+ENTRY_PORTS: tuple[tuple[str, float], ...] = (("南沙港", 5.0), ("蛇口港", 3.0), ("黄埔港", 2.0))
+IMPORTER_WORDS = ("粤海", "中粮", "华南", "珠江", "南联", "恒通")
+
 
 @dataclass(frozen=True)
 class Scale:
@@ -151,12 +172,36 @@ class Scale:
     sales_per_stall_lot: int  # traced sales (label-scale receipts) per stall lot and day
     sales_per_supermarket_lot: int
     untraced_veg_kg: float  # a vegetable wholesaler's receipts of a product nobody traced buys
+    importers: int = 1
+    cold_stores: int = 1
+    frozen_wholesalers: int = 1  # per wholesale market
+    import_lots: int = 1  # standing import flows: lots cleared through customs a day, at --imports 1
 
 
 SCALES: dict[str, Scale] = {
     "tiny": Scale("tiny", 300, (20, 40), 2, 2, 1, 3, 2, 2, 3, 1, 3, 3, 5, 300.0),
-    "small": Scale("small", 600, (30, 60), 3, 2, 4, 15, 8, 5, 10, 5, 60, 3, 10, 800.0),
-    "city": Scale("city", 4000, (35, 70), 4, 3, 25, 120, 150, 12, 24, 40, 1500, 5, 20, 1500.0),
+    "small": Scale("small", 600, (30, 60), 3, 2, 4, 15, 8, 5, 10, 5, 60, 3, 10, 800.0, import_lots=2),
+    "city": Scale(
+        "city",
+        4000,
+        (35, 70),
+        4,
+        3,
+        25,
+        120,
+        150,
+        12,
+        24,
+        40,
+        1500,
+        5,
+        20,
+        1500.0,
+        importers=6,
+        cold_stores=4,
+        frozen_wholesalers=3,
+        import_lots=8,
+    ),
 }
 
 
@@ -218,6 +263,18 @@ class Order:
     kg: float
 
 
+@dataclass(frozen=True)
+class ImportFlow:
+    """An importer's standing trade: a lot of ``product`` of about ``kg`` a day to ``wholesaler``, kept in
+    ``store`` between the port and the market."""
+
+    importer: str
+    store: str
+    product: str
+    wholesaler: str
+    kg: float
+
+
 @dataclass
 class City:
     seed: int
@@ -244,6 +301,14 @@ class City:
     orders: list[Order] = field(default_factory=list)
     price_factor: dict[str, float] = field(default_factory=dict)  # seller -> its prices against the city's
     regulator: str = REGULATOR
+    importers: list[str] = field(default_factory=list)
+    cold_stores: list[str] = field(default_factory=list)
+    frozen_wholesalers: list[str] = field(default_factory=list)
+    # Who sells imported meat to whom: the importer's cold store, and the supermarkets of each frozen-meat
+    # wholesaler.
+    cold_store_of: dict[str, str] = field(default_factory=dict)  # importer -> its cold store
+    frozen_buyers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # wholesaler -> supermarkets
+    import_flows: list[ImportFlow] = field(default_factory=list)
 
     @property
     def by_code(self) -> dict[str, Operator]:
@@ -486,4 +551,42 @@ def build_city(seed: int, scale: str | Scale = "small") -> City:
                     tuple((b, round(kg * w / total, 1)) for b, w in zip(growers, weights, strict=True)),
                 )
             )
+    _add_imports(city)
     return city
+
+
+def _add_imports(city: City) -> None:
+    """Importers, the city's cold stores and the frozen-meat wholesalers, from a generator of their own (the
+    rest of the city does not change with them). Appended last: every parent is already registered."""
+    sc = city.scale
+    rng = random.Random(f"trace-service/sim/city/imports/{city.seed}/{sc.name}")  # noqa: S311 - reproducible
+    towns = list(TOWNS)
+    rng.shuffle(towns)
+    for i in range(1, sc.cold_stores + 1):
+        code = f"{CITY_REGION}8{SERIAL_BASE + i:05d}"
+        city.operators.append(Operator(code, f"中山市{towns[i % len(towns)]}冷链物流冷库", "cold_store", CITY_REGION))
+        city.cold_stores.append(code)
+    for i in range(1, sc.importers + 1):
+        code = f"{CITY_REGION}7{SERIAL_BASE + i:05d}"
+        name = f"中山市{IMPORTER_WORDS[i % len(IMPORTER_WORDS)]}食品进出口有限公司"
+        city.operators.append(Operator(code, name, "importer", CITY_REGION))
+        city.importers.append(code)
+        city.cold_store_of[code] = city.cold_stores[(i - 1) % len(city.cold_stores)]
+    first = sc.pork_wholesalers + sc.veg_wholesalers + 1  # after the market's other tenants
+    for m, market in enumerate(city.wholesale_markets, start=1):
+        for w in range(first, first + sc.frozen_wholesalers):
+            code = f"{CITY_REGION}2{m:03d}{w:03d}"
+            city.operators.append(Operator(code, f"冻品批发商{m}{w:03d}号", "wholesaler", CITY_REGION, market))
+            city.frozen_wholesalers.append(code)
+            city.price_factor[code] = round(rng.uniform(0.93, 1.07), 3)
+    for i, code in enumerate(city.frozen_wholesalers):
+        # Each wholesaler's supermarkets: one to three, every supermarket with at least one supplier.
+        mine = [s for j, s in enumerate(city.supermarkets) if j % len(city.frozen_wholesalers) == i]
+        extra = rng.sample(city.supermarkets, min(len(city.supermarkets), rng.randint(0, 2)))
+        city.frozen_buyers[code] = tuple(dict.fromkeys(mine + extra))[:3] or tuple(city.supermarkets[:1])
+    for i in range(sc.import_lots):
+        importer = city.importers[i % len(city.importers)]
+        product = FROZEN_PORK.code if i % 2 == 0 else FROZEN_BEEF.code
+        wholesaler = city.frozen_wholesalers[i % len(city.frozen_wholesalers)]
+        flow = ImportFlow(importer, city.cold_store_of[importer], product, wholesaler, round(rng.uniform(2500, 5000)))
+        city.import_flows.append(flow)

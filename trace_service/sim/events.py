@@ -26,6 +26,17 @@ holds them back when asked). Its shortfall while they are missing is not an aler
 truth lists it with ``kind: late_upload``. Each shock lies in the last week, so that no later simulated
 day has it in its baseline.
 
+**Imports.** Every day the importers clear ``city.scale.import_lots`` x ``imports`` lots of frozen pork or
+beef at a port (``import.customs_cleared``), one to three days before: into their cold store
+(``coldstore.stored_in``), a temperature reading every ``reading_minutes`` (``lot.temperature_recorded``,
+twelve readings an event), out of it before dawn (``coldstore.released``), shipped to a frozen-meat
+wholesaler at a wholesale market, part of it on to supermarkets, and sold there. About a third of the lots
+get their disinfection certificate after clearance (``import.documents_supplied``, before release). The
+faults ``cold_chain_break`` (a cold store's readings above −15 °C for 1½ to 3 hours) and
+``import_docs_missing`` (a certificate missing when the meat is traded) each go into an import lot of
+their own. Imports are drawn from generators of their own, so the rest of the city's events do not change
+with ``imports``.
+
 ``conflicting_duplicate`` needs a copy of an event with other content sent straight to Kafka (the API
 answers such a copy with 409 and raises nothing): those copies are in ``Simulation.conflicts``, and their
 truth entries say ``needs: kafka``.
@@ -40,7 +51,19 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
-from trace_service.sim.city import PLATES, PORK, PRODUCTS, City, Farm, Order, Product, Supply
+from trace_service.sim.city import (
+    ENTRY_PORTS,
+    IMPORTED,
+    PLATES,
+    PORK,
+    PRODUCTS,
+    City,
+    Farm,
+    ImportFlow,
+    Order,
+    Product,
+    Supply,
+)
 
 TZ = timezone(timedelta(hours=8))  # Asia/Shanghai has no daylight saving time
 STALE_DAYS = 9  # the shelf-life fault sells pork slaughtered this many days before
@@ -74,7 +97,11 @@ PRODUCE_RULES = (
     "compliance_cert_missing",
     "conflicting_duplicate",
 )
-RULES = PIG_RULES + PRODUCE_RULES
+IMPORT_RULES = ("cold_chain_break", "import_docs_missing")
+RULES = PIG_RULES + PRODUCE_RULES + IMPORT_RULES
+READING_MINUTES = 30  # a cold store's temperature logger, by default
+READINGS_PER_EVENT = 12
+FROZEN_C = -18.0  # a cold store's set point; readings stay at or below -16.2 °C unless a fault breaks them
 SURNAMES = "陈李黄张梁何吴林郑刘罗冯谭杨"
 SALE_HOURS = {6: 3, 7: 8, 8: 9, 9: 8, 10: 6, 11: 5, 12: 3, 13: 2, 14: 2, 15: 3, 16: 5, 17: 7, 18: 6, 19: 3}
 
@@ -169,6 +196,7 @@ class Simulation:
 
     def stats(self) -> dict[str, Any]:
         types = Counter(e["event_type"] for e in self.events)
+        imported = [e["data"]["weight_kg"] for e in self.events if e["event_type"] == "import.customs_cleared"]
         ops = self.city.by_code
         hours = Counter(int(e["occurred_at"][11:13]) for e in self.events)
         heads = sum(e["data"]["head_count"] for e in self.events if e["event_type"] == "slaughter.batch_slaughtered")
@@ -188,6 +216,8 @@ class Simulation:
             "pigs_slaughtered_per_day": round(heads / self.days),
             "veg_tonnes_per_day": round(veg / 1000 / self.days, 1),
             "faults": len([t for t in self.truth if t.kind == "integrity"]),
+            "import_lots": len(imported),
+            "imported_tonnes_per_day": round(sum(imported) / 1000 / self.days, 1),
         }
 
     def truth_json(self) -> dict[str, Any]:
@@ -314,6 +344,30 @@ class Sale:
 
 
 @dataclass
+class Import:
+    """An imported lot from the port through a cold store to a frozen-meat wholesaler, and what it lacks or
+    suffers when a fault goes into it."""
+
+    importer: str
+    store: str
+    wholesaler: str
+    lot: Lot
+    origin: str
+    port: str
+    declaration: str
+    inspection: str | None
+    disinfection: str | None
+    cleared_at: datetime
+    stored_at: datetime
+    released_at: datetime
+    readings: list[tuple[datetime, float]]
+    supplied_at: datetime | None = None  # the certificates missing at clearance are supplied then
+    supplied: dict[str, str] = field(default_factory=dict)
+    deliveries: list[Delivery] = field(default_factory=list)  # to the wholesaler, then on to supermarkets
+    faulty: bool = False
+
+
+@dataclass
 class Fact:
     """lot.tested, lot.disposed, regulator.lot_held: one event about one lot."""
 
@@ -331,15 +385,28 @@ def default_end(now: datetime | None = None) -> date:
     return (now or datetime.now(TZ)).astimezone(TZ).date() - timedelta(days=1)
 
 
-def simulate(city: City, *, days: int = 1, end: date | None = None, anomalies: float = 0.0) -> Simulation:
-    """The events of ``days`` days ending on ``end``, with faults at the rate ``anomalies``."""
+def simulate(
+    city: City,
+    *,
+    days: int = 1,
+    end: date | None = None,
+    anomalies: float = 0.0,
+    imports: float = 1.0,
+    reading_minutes: int = READING_MINUTES,
+) -> Simulation:
+    """The events of ``days`` days ending on ``end``, with faults at the rate ``anomalies``; ``imports`` scales
+    the imported lots of a day (0: none but the import faults' own), read every ``reading_minutes``."""
     if days < 1:
         raise ValueError("days must be at least 1")
     if not 0 <= anomalies <= 1:
         raise ValueError("anomalies is a rate between 0 and 1")
+    if not 0 <= imports <= 100:
+        raise ValueError("imports is a factor between 0 and 100")
+    if not 1 <= reading_minutes <= 240:
+        raise ValueError("reading_minutes is between 1 and 240")
     last = end or default_end()
     first = last - timedelta(days=days - 1)
-    run = _Run(city, first, last, anomalies)
+    run = _Run(city, first, last, anomalies, imports, reading_minutes)
     for i in range(days):
         run.day(first + timedelta(days=i))
     run.events.sort(key=lambda item: (item[0], item[1]))
@@ -371,11 +438,15 @@ def _kg(value: float) -> float:
 
 
 class _Run:
-    def __init__(self, city: City, first: date, last: date, anomalies: float) -> None:
+    def __init__(
+        self, city: City, first: date, last: date, anomalies: float, imports: float, reading_minutes: int
+    ) -> None:
         self.city = city
         self.first = first
         self.last = last
         self.anomalies = anomalies
+        self.imports = imports
+        self.reading_minutes = reading_minutes
         self.ops = city.by_code
         self.namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"trace-service/sim/{city.seed}/{city.scale.name}/{city.tag}")
         self.events: list[tuple[datetime, int, dict[str, Any]]] = []
@@ -396,7 +467,8 @@ class _Run:
         seed = f"trace-service/sim/faults/{self.city.seed}/{self.city.scale.name}/{self.first}/{days}"
         rng = random.Random(seed)  # noqa: S311 - reproducible, not secret
         veg_lots = sum(len(s.bases) for s in self.city.supplies)
-        chains = days * (len(self.city.farms) + veg_lots)
+        import_lots = round(self.city.scale.import_lots * self.imports) if self.city.importers else 0
+        chains = days * (len(self.city.farms) + veg_lots + import_lots)
         total = max(len(RULES), round(self.anomalies * chains))
         rotation = list(RULES)
         rng.shuffle(rotation)
@@ -497,6 +569,10 @@ class _Day:
         self.shock: tuple[str, str] | None = None  # the wholesale market and vegetable of a drop or a glut
         self.market_shock = run.shocks.get(day)
         self.emitted = 0
+        # Imports draw from a generator of their own: the rest of the day is the same with or without them.
+        self.irng = random.Random(f"trace-service/sim/imports/{self.city.seed}/{self.city.scale.name}/{day}")  # noqa: S311
+        self.imports: list[Import] = []
+        self.import_sales: list[Sale] = []
 
     # -- codes ------------------------------------------------------------------------------------
 
@@ -535,6 +611,7 @@ class _Day:
         self.veg_supply()
         self.wholesale_orders()
         self.retail()
+        self.import_all()
         for rule in self.run.plan.get(self.day, []):
             found = self.fault(rule)
             if found is None:
@@ -913,6 +990,8 @@ class _Day:
             return self.stale_sale(day)
         if rule == "test_failed":
             return self.failed_test(day)
+        if rule in IMPORT_RULES:
+            return self.import_fault(rule, day)
         return self.produce_fault(rule, day)
 
     def pig_fault(self, rule: str, b: Batch, day: str) -> Truth | None:
@@ -1257,6 +1336,166 @@ class _Day:
             )
         return None
 
+    # -- imports ----------------------------------------------------------------------------------
+
+    def import_all(self) -> None:
+        """The day's imported lots: each standing flow's lot, ``imports`` times (a fraction by chance). About a
+        third of them get their disinfection certificate after clearance, before release."""
+        wanted = self.run.imports
+        n = 0
+        for flow in self.city.import_flows:
+            for _ in range(int(wanted) + (1 if self.irng.random() < wanted - int(wanted) else 0)):
+                imp = self.import_lot(flow, flow.kg * self.irng.uniform(0.95, 1.05))
+                if n % 3 == 0:  # the importer's agent brings the certificate a few hours later
+                    self.supply_later(imp, "disinfection", self.minutes(imp.stored_at, 60, 360))
+                self.ship_import(imp)
+                n += 1
+
+    def supply_later(self, imp: Import, which: str, at: datetime | None) -> None:
+        """Leave a certificate off the customs entry; supply it at ``at`` (never when None)."""
+        number = imp.inspection if which == "inspection" else imp.disinfection
+        if which == "inspection":
+            imp.inspection = None
+        else:
+            imp.disinfection = None
+        imp.supplied, imp.supplied_at = ({f"{which}_cert_number": number}, at) if number and at else ({}, None)
+
+    def import_lot(self, flow: ImportFlow, kg: float) -> Import:
+        """A lot cleared one to three days before, in the importer's cold store until the small hours."""
+        rng = self.irng
+        product, origins = IMPORTED[flow.product]
+        cleared = _at(self.day - timedelta(days=rng.randint(1, 3)), rng.uniform(9, 16))
+        stored = cleared + timedelta(seconds=round(rng.uniform(2, 4) * 3600))  # the port to Zhongshan by truck
+        released = _at(self.day, rng.uniform(0.5, 1.5))
+        lot = Lot(self.code("IM"), flow.importer, product, _kg(kg), cleared)
+        imp = Import(
+            importer=flow.importer,
+            store=flow.store,
+            wholesaler=flow.wholesaler,
+            lot=lot,
+            origin=_weighted_pick(rng, origins),
+            port=_weighted_pick(rng, ENTRY_PORTS),
+            declaration=self.number("BG"),
+            inspection=self.number("RJ"),
+            disinfection=self.number("XD"),
+            cleared_at=cleared,
+            stored_at=stored,
+            released_at=released,
+            readings=[],
+        )
+        step = timedelta(minutes=self.run.reading_minutes)
+        at = stored + timedelta(minutes=5)
+        while at < released:
+            imp.readings.append((at, round(max(-21.0, min(-16.2, rng.gauss(FROZEN_C, 0.6))), 1)))
+            at += step
+        self.imports.append(imp)
+        return imp
+
+    def ship_import(self, imp: Import) -> None:
+        """The whole lot to its wholesaler before dawn; part of it on to the wholesaler's supermarkets."""
+        rng = self.irng
+        lot = imp.lot
+        shipped = self.minutes(imp.released_at, 10, 30)
+        received = self.minutes(shipped, 40, 80)
+        factor = self.city.price_factor.get(imp.wholesaler, 1.0)
+        held = Lot(self.code("WL"), imp.wholesaler, lot.product, lot.kg, received)
+        price = round(lot.product.wholesale_price * 0.92 * rng.uniform(0.97, 1.03), 2)
+        voucher = self.voucher(imp.importer)
+        imp.deliveries.append(
+            Delivery(imp.importer, imp.wholesaler, voucher, shipped, received, [Line(lot, held, lot.kg, price)], {})
+        )
+        for buyer in self.city.frozen_buyers.get(imp.wholesaler, ()):
+            kg = _kg(rng.uniform(80, 250))
+            out = max(self.minutes(received, 30, 60), _at(self.day, rng.uniform(5.0, 6.5)))
+            into = self.minutes(out, 20, 60)
+            dst = Lot(self.code("RL"), buyer, lot.product, kg, into)
+            unit = round(lot.product.wholesale_price * factor * rng.uniform(0.97, 1.03), 2)
+            voucher = self.voucher(imp.wholesaler)
+            imp.deliveries.append(
+                Delivery(imp.wholesaler, buyer, voucher, out, into, [Line(held, dst, kg, unit)], receipt_docs={})
+            )
+            self.sell_imported(dst, buyer)
+
+    def sell_imported(self, lot: Lot, seller: str) -> None:
+        """Frozen meat at a supermarket's counter: a few traced sales from 08:00, at most 85 % of the lot."""
+        rng = self.irng
+        count = max(3, self.city.scale.sales_per_supermarket_lot + rng.randint(-1, 1))
+        weights = [rng.uniform(0.5, 2.5) for _ in range(count)]
+        cap = lot.kg * 0.85
+        if sum(weights) > cap:
+            weights = [w * cap / sum(weights) for w in weights]
+        factor = self.city.price_factor.get(seller, 1.0)
+        earliest = max(lot.at + timedelta(minutes=10), _at(self.day, 8.0))
+        for w in weights:
+            at = min(max(_at(self.day, rng.uniform(8.0, 20.5)), self.minutes(earliest, 0, 30)), _at(self.day, 21.5))
+            price = round(lot.product.retail_price * factor * rng.uniform(0.97, 1.03), 2)
+            self.import_sales.append(Sale(self.code("SA"), lot, seller, None, at, round(w, 2), price))
+
+    def import_fault(self, rule: str, day: str) -> Truth | None:
+        """One of the day's import lots, or a small one of its own when none is free (a lot that gets a
+        certificate after clearance is not taken): its cold store's readings
+        above the limit for 1½ to 3 hours (at the default reading interval), or a certificate missing when it
+        is traded (supplied afterwards, or never)."""
+        if not self.city.import_flows:
+            return None
+        rng = self.irng
+        # A lot whose certificate comes later keeps it: the day shows that case too.
+        free = [imp for imp in self.imports if not imp.faulty and not imp.supplied]
+        if free:
+            imp = rng.choice(free)
+        else:  # a part-container: small beside the flow's daily lot, so no market sees a glut
+            flow = rng.choice(self.city.import_flows)
+            imp = self.import_lot(flow, flow.kg * rng.uniform(0.1, 0.2))
+            self.ship_import(imp)
+        imp.faulty = True
+        lot = imp.lot.code
+        if rule == "cold_chain_break":
+            count = min(rng.randint(3, 6), max(1, len(imp.readings) - 2))
+            start = rng.randrange(1, max(2, len(imp.readings) - count))
+            for i in range(start, min(start + count, len(imp.readings))):
+                imp.readings[i] = (imp.readings[i][0], round(rng.uniform(-13.5, -7.0), 1))
+            note = f"cold store {imp.store} above −15 °C for {count} readings in a row"
+            return Truth(rule, "lot", lot, note, day, (lot,))
+        missing = rng.choice(("inspection", "disinfection"))
+        late = rng.random() < 0.5  # supplied once the meat is sold on: the finding stays
+        self.supply_later(imp, missing, self.minutes(imp.deliveries[0].received_at, 60, 120) if late else None)
+        note = f"shipped without its {missing} certificate" + (", supplied after the shipment" if late else "")
+        return Truth(rule, "lot", lot, note, day, (lot,))
+
+    def emit_import(self, imp: Import) -> None:
+        lot = imp.lot
+        cleared: dict[str, Any] = {
+            "lot": lot.code,
+            "product_code": lot.product.code,
+            "product_name": lot.product.name,
+            "weight_kg": lot.kg,
+            "storage": "frozen",
+            "customs_declaration_number": imp.declaration,
+            "origin_country": imp.origin,
+            "entry_port": imp.port,
+        }
+        if imp.inspection:
+            cleared["inspection_cert_number"] = imp.inspection
+        if imp.disinfection:
+            cleared["disinfection_cert_number"] = imp.disinfection
+        self.emit("import.customs_cleared", imp.importer, imp.cleared_at, cleared)
+        move = {"lot": lot.code, "store": imp.store, "weight_kg": lot.kg}
+        self.emit("coldstore.stored_in", imp.importer, imp.stored_at, move)
+        if imp.supplied and imp.supplied_at:
+            self.emit("import.documents_supplied", imp.importer, imp.supplied_at, {"lot": lot.code, **imp.supplied})
+        sensor = f"{imp.store}-T{1 + int(lot.code[-2:]) % 8}"
+        for i in range(0, len(imp.readings), READINGS_PER_EVENT):
+            chunk = imp.readings[i : i + READINGS_PER_EVENT]
+            self.emit(
+                "lot.temperature_recorded",
+                imp.importer,
+                chunk[-1][0] + timedelta(minutes=2),
+                {"lot": lot.code, "readings": [{"at": _iso(at), "celsius": c} for at, c in chunk], "sensor": sensor},
+            )
+        self.emit("coldstore.released", imp.importer, imp.released_at, move)
+        for d in imp.deliveries:
+            self.emit_delivery(d)
+
     # -- events -----------------------------------------------------------------------------------
 
     def emit(self, event_type: str, operator: str, at: datetime, data: dict[str, Any]) -> dict[str, Any]:
@@ -1316,6 +1555,11 @@ class _Day:
             self.emit("retail.sold", s.seller, s.at, data)
         for f in self.facts:
             self.emit(f.event_type, f.operator, f.at, f.data)
+        for imp in self.imports:  # last: the ids of the rest of the day do not depend on the imports
+            self.emit_import(imp)
+        for s in self.import_sales:
+            self.emit("retail.sold", s.seller, s.at, {"sale_code": s.code, "lot": s.lot.code, "weight_kg": s.kg,
+                                                      "unit_price": s.price})  # fmt: skip
 
     def emit_batch(self, b: Batch) -> None:
         if b.dispatch:
@@ -1436,6 +1680,10 @@ class _Day:
             },
         )
         return shipped
+
+
+def _weighted_pick(rng: random.Random, items: tuple[tuple[str, float], ...]) -> str:
+    return rng.choices([i for i, _ in items], weights=[w for _, w in items])[0]
 
 
 def _plate(region: str) -> str:

@@ -489,7 +489,8 @@ def describe(sim: Simulation, say: Callable[[str], None]) -> None:
         f"simulated {sim.days} day(s) {sim.first_day}..{sim.last_day} of a {sim.city.scale.name} city "
         f"(seed {sim.city.seed}): {len(sim.city.operators):,} operators, {st['events']:,} events "
         f"({st['events_per_day']:,}/day, peak hour {st['peak_hour']:02d}:00), {st['pigs_slaughtered_per_day']:,} "
-        f"pigs/day, {st['veg_tonnes_per_day']:,} t vegetables/day, {st['faults']} faults"
+        f"pigs/day, {st['veg_tonnes_per_day']:,} t vegetables/day, {st['import_lots']:,} imported lots "
+        f"({st['imported_tonnes_per_day']:,} t/day), {st['faults']} faults"
     )
     for line in sim.skipped:
         say(f"skipped: {line}")

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from trace_service.contract.origins import port_name
+
 Lang = Literal["zh", "en"]
 
 TEXT: dict[str, tuple[str, str]] = {
@@ -23,6 +25,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "on_hand": ("批次存量", "Lot quantity"),
     "sold_at": ("销售时间", "Sold at"),
     "origin": ("产地", "Origin"),
+    "import": ("进口入境", "Import"),
+    "origin_country": ("原产国", "Country of origin"),
+    "entry_port": ("入境口岸", "Port of entry"),
+    "cold_chain_title": ("冷链中断", "Cold chain broken"),
     "slaughter": ("屠宰", "Slaughter"),
     "slaughtered_at": ("屠宰时间", "Slaughtered"),
     "market": ("批发/进货", "Market and supplier"),
@@ -69,6 +75,10 @@ CHECKS: dict[str, tuple[str, str]] = {
     "ractopamine": ("瘦肉精检测", "Ractopamine test"),
     "compliance_certificate": ("承诺达标合格证", "Compliance certificate"),
     "pesticide": ("农药残留快检", "Pesticide residue test"),
+    "customs": ("海关入境通关", "Customs clearance"),
+    "entry_inspection": ("入境货物检验检疫证明", "Entry inspection and quarantine certificate"),
+    "disinfection": ("消毒证明", "Disinfection certificate"),
+    "cold_chain": ("冷链温度", "Cold chain temperature"),
 }
 RESULTS: dict[str, tuple[str, str]] = {
     "pass": ("合格", "Pass"),
@@ -83,6 +93,10 @@ STEP_OF_CHECK = {
     "asf": "slaughter",
     "ractopamine": "market",
     "pesticide": "market",
+    "customs": "import",
+    "entry_inspection": "import",
+    "disinfection": "import",
+    "cold_chain": "import",
 }
 
 
@@ -216,6 +230,19 @@ def _summary(view: dict[str, Any], badges: list[Badge], lang: Lang) -> tuple[str
     return status, text("summary_incomplete", lang)
 
 
+def _import_step(view: dict[str, Any], badges: list[Badge], lang: Lang) -> Step:
+    """Imported meat: where it was produced and where it entered China, with its entry checks. A country or
+    port the tables do not know is shown as the code or name the declaration gave."""
+    step = Step("import", text("import", lang), badges=badges)
+    country = view.get("origin_country")
+    names = view.get("origin_country_name") or {}
+    _add(step.lines, text("origin_country", lang), names.get(lang) or (str(country) if country else None))
+    port = view.get("entry_port")
+    known = port_name(port)
+    _add(step.lines, text("entry_port", lang), pick(known, lang) if known else (str(port) if port else None))
+    return step
+
+
 def consumer_page(view: dict[str, Any], lang: Lang, *, hotline: str) -> ConsumerPage:
     checks: dict[str, Any] = view.get("checks") or {}
     badges = [
@@ -229,6 +256,8 @@ def consumer_page(view: dict[str, Any], lang: Lang, *, hotline: str) -> Consumer
     tested_at = when(checks.get("pesticide_tested_at"))
 
     steps: list[Step] = []
+    if view.get("origin_country") or view.get("entry_port") or by_step.get("import"):
+        steps.append(_import_step(view, by_step.get("import", []), lang))
     origin = view.get("origin")
     if origin or by_step.get("origin"):
         step = Step("origin", text("origin", lang), badges=by_step.get("origin", []))
@@ -265,7 +294,8 @@ def consumer_page(view: dict[str, Any], lang: Lang, *, hotline: str) -> Consumer
 
     warning_body = view.get("warning")
     warning = str(warning_body.get(lang) or warning_body.get("zh")) if isinstance(warning_body, dict) else None
-    warning_title = text("stopped", lang) if warning else None
+    level = warning_body.get("level") if isinstance(warning_body, dict) else None
+    warning_title = (text("cold_chain_title" if level == "cold_chain" else "stopped", lang)) if warning else None
     if warning is None and any(b.result == "fail" for b in badges):
         warning, warning_title = text("failed", lang), text("check_failed", lang)
     status, summary = _summary(view, badges, lang)

@@ -19,6 +19,7 @@ from trace_service.chain import ownership, projection
 from trace_service.chain import repository as chain
 from trace_service.codes import service as codes
 from trace_service.contract.events import Catalogue
+from trace_service.epcis import store as epcis_store
 from trace_service.market import service as market
 from trace_service.settings import Settings
 from trace_service.sharing import repository as sharing
@@ -99,6 +100,10 @@ async def judge_ownership(
             for claim in ownership.claims(item.event):
                 if claim.creates:
                     held.setdefault(claim.code, item.event.operator)  # type: ignore[attr-defined]
+            # A lot handed on earlier in the batch (EPCIS shipping) is the new holder's for the events after it.
+            for code, holder in ownership.custody_passes(item.event):
+                held[code] = holder
+                lineage.update(await access_repo.ancestry(conn, [holder]))
     return kept, waiting, dead, findings
 
 
@@ -222,7 +227,11 @@ async def apply_batch(
         findings += await market.apply(conn, fresh, settings, shard=shard, changed=market_cells)
         outcome.alerts_changed = await alerts_repo.write_findings(conn, findings)
         await repo.insert_dead_letters(conn, dead)
-        created = sorted({c.code for ev in fresh for c in ownership.claims(ev) if c.creates})
+        # The EPCIS index: every event applied for the first time, served by GET /epcis/events.
+        await epcis_store.record(conn, fresh, settings)
+        created = sorted(
+            {c.code for ev in fresh for c in ownership.claims(ev) if c.creates} | set(applied.holder_changed)
+        )
         outcome.unparked = parked_records(await repo.ready_parked(conn, created))
         # The shared stream last: its lock is held from here to the commit (sharing/repository.py).
         await sharing.append(

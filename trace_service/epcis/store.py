@@ -1,0 +1,125 @@
+"""The EPCIS event index, written by the worker in the transaction that applies the events.
+
+:func:`record` takes the events a batch applied for the first time and writes one ``epcis_events`` row for
+each: a captured event (``epcis.event``) as it was sent, with ``eventID`` set to its CBV event hash when it
+had none; a domestic event rendered as EPCIS (``mapping.render``). ``recordTime`` is the row's
+``record_time`` (the applying transaction's time), added when the event is read. An event carrying an
+``errorDeclaration`` sets the declaration on the row of the event it corrects instead of adding one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from trace_service.contract.epcis import hashing, mapping
+from trace_service.contract.epcis.uris import URIs
+from trace_service.epcis import repository as repo
+from trace_service.settings import Settings
+
+EPCIS_EVENT = "epcis.event"
+
+_BIZ_STEP = ("https://ref.gs1.org/cbv/BizStep-", "urn:epcglobal:cbv:bizstep:")
+_DISPOSITION = ("https://ref.gs1.org/cbv/Disp-", "urn:epcglobal:cbv:disp:")
+
+
+def _short(value: Any, prefixes: tuple[str, ...]) -> str | None:
+    if not isinstance(value, str):
+        return None
+    for prefix in prefixes:
+        if value.startswith(prefix):
+            return value[len(prefix) :]
+    return value
+
+
+def biz_step(value: Any) -> str | None:
+    """A bizStep as its CBV short name (``shipping``), whether sent bare, as a web URI or as a URN; a user
+    vocabulary URI is kept whole."""
+    return _short(value, _BIZ_STEP)
+
+
+def disposition(value: Any) -> str | None:
+    return _short(value, _DISPOSITION)
+
+
+def uris_of(settings: Settings) -> URIs:
+    """The identifier prefixes of this deployment (settings section "epcis", defaults until it exists)."""
+    defaults = URIs()
+    return URIs(
+        lot_prefix=getattr(settings, "epcis_lot_uri", defaults.lot_prefix),
+        operator_prefix=getattr(settings, "epcis_operator_uri", defaults.operator_prefix),
+    )
+
+
+def _id_of(place: Any) -> str | None:
+    found = place.get("id") if isinstance(place, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def index_row(
+    event_id: str, operator: str, event: dict[str, Any], context: Any, declaration: Any = None
+) -> dict[str, Any]:
+    """One ``epcis_events`` row (the columns of ``repository.COLUMNS``) for an EPCIS event whose ``eventID``
+    is set."""
+    epcs, inputs, outputs = mapping.epcs(event)
+    parent = event.get("parentID")
+    return {
+        "event_id": event_id,
+        "epcis_id": event["eventID"],
+        "type": event.get("type"),
+        "event_time": event.get("eventTime"),
+        "biz_step": biz_step(event.get("bizStep")),
+        "disposition": disposition(event.get("disposition")),
+        "action": event.get("action"),
+        "read_point": _id_of(event.get("readPoint")),
+        "biz_location": _id_of(event.get("bizLocation")),
+        "operator": operator,
+        "epcs": sorted(set(epcs)),
+        "input_epcs": sorted(set(inputs)),
+        "output_epcs": sorted(set(outputs)),
+        "parent_id": parent if isinstance(parent, str) else None,
+        "doc": event,
+        "context": context,
+        "error_declaration": declaration,
+    }
+
+
+def _captured(envelope: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The row of a captured event, and whether it is an error declaration."""
+    data = envelope["data"]
+    event = dict(data["event"])
+    context = data.get("context")
+    declaration = event.pop("errorDeclaration", None)
+    event.pop("recordTime", None)  # the repository's to set
+    hash_: str | None = None
+    if "eventID" not in event or declaration is not None:
+        hash_ = hashing.event_hash(event, context)
+    if "eventID" not in event:
+        assert hash_ is not None
+        event["eventID"] = hash_
+    if declaration is None:
+        return index_row(envelope["event_id"], envelope["operator"], event, context), False
+    # The declaration's row is the corrected event's: its envelope id without the declaration mark.
+    assert hash_ is not None
+    original = str(hashing.envelope_id(hash_, error_declaration=False))
+    return index_row(original, envelope["operator"], event, context, declaration), True
+
+
+async def record(conn: AsyncConnection, fresh_events: Sequence[BaseModel], settings: Settings) -> None:
+    """Index the events a batch applied for the first time (call inside the batch's transaction)."""
+    uris = uris_of(settings)
+    rows: list[dict[str, Any]] = []
+    declarations: list[dict[str, Any]] = []
+    for model in fresh_events:
+        envelope = model.model_dump(mode="json")
+        if envelope["event_type"] == EPCIS_EVENT:
+            row, declares = _captured(envelope)
+            (declarations if declares else rows).append(row)
+        else:
+            rendered = mapping.render(envelope, uris)
+            rows.append(index_row(envelope["event_id"], envelope["operator"], rendered, None))
+    await repo.insert_events(conn, rows)
+    await repo.declare_errors(conn, declarations)
