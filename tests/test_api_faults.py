@@ -56,6 +56,7 @@ NO_DATABASE = {
     ("GET", "/t"),
     ("GET", "/t/{code}/qr.svg"),
     ("GET", "/t/{rest:path}"),
+    ("GET", "/epcis"),  # the EPCIS and CBV versions the service speaks
 }
 PATH_VALUES = {
     "code": "ABCD12345678",
