@@ -11,7 +11,7 @@ process and measures, in the same run and on the same codes (sequential requests
 * ``recall``    ``GET /v1/lots/{farm lot}/recall`` from the farm lots with the largest downstream
                 (a big farm's dispatch that fed many slaughter batches: thousands of lots);
 * ``sql``       each of them as raw SQL with asyncpg: the very statement the API runs, with the same
-                parameters (``TRACE_JSON`` / ``RECALL_JSON`` from ``trace_service.chain.repository``: the
+                parameters (``TRACE_JSON`` / ``RECALL_JSON`` from ``trace_service.chain.reads``: the
                 code lookup, the walk and the JSON rendering in one statement);
 * ``floor``     ``GET /healthz``: what any request costs the client and the server with no database;
 * ``rss``       peak resident memory (VmHWM) of the API process.
@@ -66,8 +66,8 @@ from bench.common import (
     wait_ready,
     write_result,
 )
-from trace_service.chain.repository import RECALL_JSON, TRACE_JSON
-from trace_service.chain.service import MAX_DEPTH
+from trace_service.chain.reads import RECALL_JSON, TRACE_JSON
+from trace_service.chain.service import MAX_DEPTH, RECALL_PAGE
 from trace_service.db.engine import migrate
 from trace_service.runtime.embedded import find_free_port
 from trace_service.settings import Settings
@@ -618,10 +618,13 @@ class Case:
     statement: str
     direction: str
     max_depth: int
+    # After (code, depth, direction): a regulator's trace walks pending links too (confirmed_only false); the
+    # recall adds its first page (no cursor, the API's page size).
+    rest: tuple[Any, ...] = (False,)
 
     def args(self, code: str) -> tuple[Any, ...]:
-        """The parameters the API passes (trace_service.chain.repository.trace_json / recall_json)."""
-        return (code, self.max_depth, self.direction)
+        """The parameters the API passes (trace_service.chain.reads.trace_json / recall_json)."""
+        return (code, self.max_depth, self.direction, *self.rest)
 
 
 async def _measure(
@@ -789,7 +792,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         cases = [
             (Case("backward", TRACE, up, TRACE_JSON, "up", 20), await _codes(conn, sale_ids), args.warmup),
             (Case("forward", TRACE, down, TRACE_JSON, "down", 20), await _codes(conn, batch_ids), args.warmup),
-            (Case("recall", RECALL, {}, RECALL_JSON, "down", MAX_DEPTH), recall_codes, args.warmup // 4),
+            (
+                Case("recall", RECALL, {}, RECALL_JSON, "down", MAX_DEPTH, (False, None, None, RECALL_PAGE)),
+                recall_codes,
+                args.warmup // 4,
+            ),
         ]
 
         try:  # /healthz: with no broker, /readyz never answers 200

@@ -27,7 +27,7 @@ from trace_service.alerts import engine as alerts_engine
 from trace_service.alerts import facts, rules
 from trace_service.alerts.models import alert_id
 from trace_service.chain import ownership, projection, scenarios
-from trace_service.chain import repository as chain_repo
+from trace_service.chain import writes as chain_repo
 from trace_service.contract.events import EventType, build_catalogue
 from trace_service.db.engine import create_engine
 from trace_service.settings import RuleSettings, Settings

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from tests.support import code
-from trace_service.chain import repository as chain_repo
+from trace_service.chain import writes as chain_repo
 from trace_service.chain.projection import EdgeRow, Plan
 from trace_service.db.engine import create_engine
 from trace_service.settings import Settings

@@ -21,7 +21,7 @@ from tests.support import Actors, a_wednesday, code, post_events, wait_for
 from trace_service.alerts import repository as alerts_repo
 from trace_service.alerts.models import Finding, Level, Severity
 from trace_service.chain import projection as chain_projection
-from trace_service.chain import repository as chain_repo
+from trace_service.chain import writes as chain_repo
 from trace_service.contract.events import build_catalogue
 from trace_service.db.engine import create_engine
 from trace_service.market import projection, rules, service

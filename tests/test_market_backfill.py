@@ -29,7 +29,7 @@ from tests.test_market import SHANGHAI, at, engine, market_with_stall, receipt, 
 from trace_service.alerts import repository as alerts_repo
 from trace_service.alerts.models import Finding, Level
 from trace_service.chain import projection as chain_projection
-from trace_service.chain import repository as chain_repo
+from trace_service.chain import writes as chain_repo
 from trace_service.contract.events import build_catalogue
 from trace_service.market import rules, service
 from trace_service.market.rules import MarketThresholds

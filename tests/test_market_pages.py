@@ -35,7 +35,7 @@ from tests.test_alert_stream import served
 from tests.test_web import CHROMIUM_ARGS, DESK, PHONE
 from trace_service.alerts import repository as alerts_repo
 from trace_service.chain import projection as chain_projection
-from trace_service.chain import repository as chain_repo
+from trace_service.chain import writes as chain_repo
 from trace_service.contract.events import build_catalogue
 from trace_service.db.engine import create_engine, migrate
 from trace_service.market import service

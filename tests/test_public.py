@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import uuid
 
 import httpx
 
@@ -79,3 +82,83 @@ async def test_public_view_of_vegetables_and_unknown_codes(
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "not_found"
     assert (await client.get("/v1/public/trace/<script>")).status_code in (404, 422)
+
+
+async def test_public_view_is_cacheable_and_a_hold_changes_it_at_once(
+    client: httpx.AsyncClient, actors: Actors, worker: None
+) -> None:
+    sc = scenarios.instantiate(scenarios.load("pig_chain"), scenario_tag())
+    await register_operators(client, actors.admin, sc["operators"])
+    await post_events(client, actors.admin, sc["events"])
+    m = sc["mapping"]
+    sale = m["SALE2026112500001"]
+
+    for path in (f"/v1/public/trace/{sale}", f"/t/{sale}"):
+        r = await client.get(path)
+        assert r.status_code == 200, r.text
+        assert r.headers["cache-control"] == "public, max-age=5"
+        etag = r.headers["etag"]
+        again = await client.get(path, headers={"If-None-Match": etag})
+        assert again.status_code == 304
+        assert again.headers["etag"] == etag
+        assert again.content == b""
+        assert (await client.get(path, headers={"If-None-Match": f"W/{etag}"})).status_code == 304
+        assert (await client.get(path, headers={"If-None-Match": '"other"'})).status_code == 200
+    page_zh = (await client.get(f"/t/{sale}")).headers["etag"]
+    assert (await client.get(f"/t/{sale}?lang=en")).headers["etag"] != page_zh  # one version per language
+
+    before = {path: (await client.get(path)).headers["etag"] for path in (f"/v1/public/trace/{sale}", f"/t/{sale}")}
+    hold = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "regulator.lot_held",
+        "occurred_at": "2026-11-25T09:30:00+08:00",
+        "operator": m["442000100001"],
+        "data": {"lot": m["CARCASS0001"], "reason": "抽检复核", "scope": "downstream"},
+    }
+    await post_events(client, actors.admin, [hold])  # waits until the worker applied it
+    # The first request after the hold, with the old version, gets the new one: no cache in the service
+    # outlives a change on the chain.
+    r = await client.get(f"/v1/public/trace/{sale}", headers={"If-None-Match": before[f"/v1/public/trace/{sale}"]})
+    assert r.status_code == 200
+    assert r.headers["etag"] != before[f"/v1/public/trace/{sale}"]
+    assert r.json()["warning"]["level"] == "stopped"
+    assert r.json()["status"] == "stopped"
+    page = await client.get(f"/t/{sale}", headers={"If-None-Match": before[f"/t/{sale}"]})
+    assert page.status_code == 200
+    assert "暂停销售" in page.text
+
+
+async def test_recall_pages_with_totals_on_every_page(client: httpx.AsyncClient, actors: Actors, worker: None) -> None:
+    sc = scenarios.instantiate(scenarios.load("pig_chain"), scenario_tag())
+    await register_operators(client, actors.admin, sc["operators"])
+    await post_events(client, actors.admin, sc["events"])
+    m = sc["mapping"]
+    regulator = await actors.staff_key("regulator")
+    path = f"/v1/lots/{m['SLBATCH0001']}/recall"
+
+    whole = (await client.get(path, headers=regulator)).json()
+    assert whole["next_cursor"] is None
+    assert len(whole["lots"]) >= 4
+
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        r = await client.get(path, params=params, headers=regulator)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["totals"] == whole["totals"]
+        assert body["holders"] == whole["holders"]
+        assert len(body["lots"]) <= 2
+        seen += [lot["code"] for lot in body["lots"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [lot["code"] for lot in whole["lots"]]
+
+    r = await client.get(path, params={"cursor": "not a cursor"}, headers=regulator)
+    assert r.status_code == 422
+
+    r = await client.get(path, params={"format": "csv"}, headers=regulator)
+    rows = list(csv.DictReader(io.StringIO(r.text.lstrip("\ufeff"))))
+    assert [row["code"] for row in rows] == seen

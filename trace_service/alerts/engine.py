@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trace_service.alerts import facts, rules
 from trace_service.alerts import repository as repo
 from trace_service.alerts.models import Finding
 from trace_service.chain.projection import Plan
-from trace_service.chain.repository import Applied
+from trace_service.chain.writes import Applied
+from trace_service.contract.events import Event
 from trace_service.settings import RuleSettings
 
 RELEASE_CHECK = "release"
@@ -31,7 +31,7 @@ TICK_LOCK = 7_346_222
 async def judge_batch(
     conn: AsyncConnection,
     plan: Plan,
-    fresh: Sequence[BaseModel],
+    fresh: Sequence[Event],
     applied: Applied,
     conflicts: Sequence[tuple[uuid.UUID, str | None, str, int, int]],
     s: RuleSettings,
@@ -39,7 +39,7 @@ async def judge_batch(
     """Findings of the integrity rules about what this batch changed."""
     findings: list[Finding] = []
     ids = applied.ids
-    at_of = {ev.event_id: ev.occurred_at for ev in fresh}  # type: ignore[attr-defined]
+    at_of = {ev.event_id: ev.occurred_at for ev in fresh}
 
     findings += rules.ear_tag_reused(await facts.tag_uses(conn, sorted({t.tag for t in plan.ear_tags})))
 
@@ -57,7 +57,7 @@ async def judge_batch(
     # Shipments out of carcass lots wait for late ASF results and certificates: queue their checks.
     carcass_new = [ids[c.code] for c in plan.creations if c.kind == "carcass"]
     sources = {ids[x.lot] for x in plan.shipment_lines} | {ids[e.parent] for e in plan.edges if e.kind == "trade"}
-    batch_events = [ev.event_id for ev in fresh]  # type: ignore[attr-defined]
+    batch_events = [ev.event_id for ev in fresh]
     checks = await facts.carcass_outflows(conn, sorted(sources - set(carcass_new)), batch_events)
     checks += await facts.carcass_outflows(conn, carcass_new, None)
     await queue_checks(conn, checks, s)
@@ -137,10 +137,10 @@ async def cold_chain_checks(
     return subjects
 
 
-def _operator(fresh: Sequence[BaseModel], event_id: uuid.UUID) -> str:
+def _operator(fresh: Sequence[Event], event_id: uuid.UUID) -> str:
     for ev in fresh:
-        if ev.event_id == event_id:  # type: ignore[attr-defined]
-            return str(ev.operator)  # type: ignore[attr-defined]
+        if ev.event_id == event_id:
+            return str(ev.operator)
     return ""
 
 

@@ -1,6 +1,6 @@
 """The bodies the lineage endpoints answer with, as models: a lot, its trace, a recall, the consumer's view.
 
-The trace and the recall are rendered to JSON by Postgres (``chain/repository.py``) and the lot and
+The trace and the recall are rendered to JSON by Postgres (``chain/reads.py``) and the lot and
 public views by ``chain/service.py``; these models describe those answers in the OpenAPI document and
 are not used to build them. ``tests/test_openapi.py`` validates real answers against the schemas
 generated from them, so a field added on one side and not the other fails a test.
@@ -301,15 +301,25 @@ class Recall(BaseModel):
                         }
                     ],
                     "totals": {"lots": 3, "sales": 1, "kg_on_hand": 212.5, "kg_sold": 0.862},
+                    "limit": 500,
+                    "next_cursor": None,
                 }
             ]
         }
     )
 
     root: str
-    lots: list[RecallLot] = Field(description="the root and everything downstream, by depth then code")
-    holders: list[RecallHolder] = Field(description="who holds the lots (sales excluded), most kg on hand first")
-    totals: RecallTotals
+    lots: list[RecallLot] = Field(
+        description="a page of the root and everything downstream, by depth then code (`limit` lots at most)"
+    )
+    holders: list[RecallHolder] = Field(
+        description="who holds the lots (sales excluded), most kg on hand first: of the whole recall, on every page"
+    )
+    totals: RecallTotals = Field(description="of the whole recall, on every page")
+    limit: int = Field(description="the page size asked for", examples=[500])
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page of lots; null on the last page", examples=[None]
+    )
 
 
 # -- the consumer's view ------------------------------------------------------------------------------

@@ -16,12 +16,30 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import assert_never
 
-from pydantic import BaseModel
-
-from trace_service.contract.events import EventType as T
-from trace_service.contract.events import epcis_effects
+from trace_service.contract.events import (
+    ColdstoreReleasedEvent,
+    ColdstoreStoredInEvent,
+    EpcisEventEvent,
+    Event,
+    FarmPigsDispatchedEvent,
+    ImportCustomsClearedEvent,
+    ImportDocumentsSuppliedEvent,
+    LotDisposedEvent,
+    LotTemperatureRecordedEvent,
+    LotTestedEvent,
+    ProduceHarvestedEvent,
+    RegulatorLotHeldEvent,
+    RegulatorLotReleasedEvent,
+    RetailSoldEvent,
+    SlaughterAsfTestedEvent,
+    SlaughterBatchSlaughteredEvent,
+    SlaughterPigsReceivedEvent,
+    TradeReceivedEvent,
+    TradeShippedEvent,
+    epcis_effects,
+)
 
 
 @dataclass(frozen=True)
@@ -36,50 +54,56 @@ class Claim:
     waits_for_custody: bool = False
 
 
-def claims(event: BaseModel) -> list[Claim]:
+def claims(event: Event) -> list[Claim]:
     """The lots an event creates, and those it records a fact about or moves quantity out of.
 
     References that are only links (a buyer's ``from_lot``, a slaughter intake's ``from_lot``) are not here:
     they change nothing of the other operator's lot (see ``edges.pending``).
     """
-    et: str = event.event_type  # type: ignore[attr-defined]
-    d: Any = event.data  # type: ignore[attr-defined]
-    if et in (T.FARM_PIGS_DISPATCHED, T.SLAUGHTER_PIGS_RECEIVED, T.PRODUCE_HARVESTED):
-        return [Claim(d.lot, "data.lot", True)]
-    if et == T.SLAUGHTER_BATCH_SLAUGHTERED:
-        return [Claim(d.lot, "data.lot", False)] + [
-            Claim(o.lot, f"data.outputs.{i}.lot", True) for i, o in enumerate(d.outputs)
-        ]
-    if et == T.TRADE_RECEIVED:
-        return [Claim(line.lot, f"data.lines.{i}.lot", True) for i, line in enumerate(d.lines)]
-    if et == T.TRADE_SHIPPED:
-        return [Claim(line.lot, f"data.lines.{i}.lot", False) for i, line in enumerate(d.lines)]
-    if et == T.RETAIL_SOLD:
-        return [Claim(d.lot, "data.lot", False), Claim(d.sale_code, "data.sale_code", True)]
-    if et in (T.SLAUGHTER_ASF_TESTED, T.LOT_TESTED, T.LOT_DISPOSED):
-        return [Claim(d.lot, "data.lot", False)]
-    # -- cold chain (issue 14): the importer creates the lot; its holder records documents, moves, readings --
-    if et == T.IMPORT_CUSTOMS_CLEARED:
-        return [Claim(d.lot, "data.lot", True)]
-    if et in (T.IMPORT_DOCUMENTS_SUPPLIED, T.COLDSTORE_STORED_IN, T.COLDSTORE_RELEASED, T.LOT_TEMPERATURE_RECORDED):
-        return [Claim(d.lot, "data.lot", False)]
-    if et == T.EPCIS_EVENT:
-        effects = epcis_effects(d)
-        created = {c.code for c in effects.creates}
-        return [Claim(c, "data.event", True) for c in sorted(created)] + [
-            Claim(c, "data.event", False, waits_for_custody=True) for c in effects.lots_named if c not in created
-        ]
-    return []  # regulator.* may name any lot
+    match event:
+        case FarmPigsDispatchedEvent(data=d) | SlaughterPigsReceivedEvent(data=d) | ProduceHarvestedEvent(data=d):
+            return [Claim(d.lot, "data.lot", True)]
+        case SlaughterBatchSlaughteredEvent(data=d):
+            return [Claim(d.lot, "data.lot", False)] + [
+                Claim(o.lot, f"data.outputs.{i}.lot", True) for i, o in enumerate(d.outputs)
+            ]
+        case TradeReceivedEvent(data=d):
+            return [Claim(line.lot, f"data.lines.{i}.lot", True) for i, line in enumerate(d.lines)]
+        case TradeShippedEvent(data=d):
+            return [Claim(ship.lot, f"data.lines.{i}.lot", False) for i, ship in enumerate(d.lines)]
+        case RetailSoldEvent(data=d):
+            return [Claim(d.lot, "data.lot", False), Claim(d.sale_code, "data.sale_code", True)]
+        case SlaughterAsfTestedEvent(data=d) | LotTestedEvent(data=d) | LotDisposedEvent(data=d):
+            return [Claim(d.lot, "data.lot", False)]
+        # -- cold chain (issue 14): the importer creates the lot; its holder records documents, moves, readings --
+        case ImportCustomsClearedEvent(data=d):
+            return [Claim(d.lot, "data.lot", True)]
+        case (
+            ImportDocumentsSuppliedEvent(data=d)
+            | ColdstoreStoredInEvent(data=d)
+            | ColdstoreReleasedEvent(data=d)
+            | LotTemperatureRecordedEvent(data=d)
+        ):
+            return [Claim(d.lot, "data.lot", False)]
+        case EpcisEventEvent(data=d):
+            effects = epcis_effects(d)
+            created = {c.code for c in effects.creates}
+            return [Claim(c, "data.event", True) for c in sorted(created)] + [
+                Claim(c, "data.event", False, waits_for_custody=True) for c in effects.lots_named if c not in created
+            ]
+        case RegulatorLotHeldEvent() | RegulatorLotReleasedEvent():
+            return []  # regulator.* may name any lot
+    assert_never(event)
 
 
-def custody_passes(event: BaseModel) -> list[tuple[str, str]]:
+def custody_passes(event: Event) -> list[tuple[str, str]]:
     """(lot, new holder) for every lot an event hands on to another operator (EPCIS shipping, docs/epcis.md)."""
-    if event.event_type != T.EPCIS_EVENT:  # type: ignore[attr-defined]
+    if not isinstance(event, EpcisEventEvent):
         return []
-    return [(c.lot, c.holder) for c in epcis_effects(event.data).custody]  # type: ignore[attr-defined]
+    return [(c.lot, c.holder) for c in epcis_effects(event.data).custody]
 
 
-def codes_of(events: Iterable[BaseModel]) -> set[str]:
+def codes_of(events: Iterable[Event]) -> set[str]:
     return {c.code for ev in events for c in claims(ev)}
 
 
@@ -105,7 +129,7 @@ class Verdict:
 
 
 def judge(
-    event: BaseModel,
+    event: Event,
     holders: Mapping[str, str | None],
     may_report_for: Callable[[str], bool],
     *,
@@ -118,9 +142,9 @@ def judge(
     sender report for that operator.
     """
     verdict = Verdict()
-    if staff or event.event_type.startswith("regulator."):  # type: ignore[attr-defined]
+    if staff or event.event_type.startswith("regulator."):
         return verdict
-    creator: str = event.operator  # type: ignore[attr-defined]
+    creator: str = event.operator
     for claim in claims(event):
         holder = holders.get(claim.code)
         if claim.creates:

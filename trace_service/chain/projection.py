@@ -14,15 +14,37 @@ The projection is a function of the *set* of applied events, never of their orde
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel
-
+from trace_service.contract.epcis.mapping import Effects
+from trace_service.contract.events import (
+    ColdstoreReleasedEvent,
+    ColdstoreStoredInEvent,
+    EpcisEventEvent,
+    Event,
+    FarmPigsDispatchedEvent,
+    ImportCustomsCleared,
+    ImportCustomsClearedEvent,
+    ImportDocumentsSuppliedEvent,
+    LotDisposedEvent,
+    LotTemperatureRecordedEvent,
+    LotTestedEvent,
+    ProduceHarvestedEvent,
+    RegulatorLotHeldEvent,
+    RegulatorLotReleasedEvent,
+    RetailSoldEvent,
+    SlaughterAsfTestedEvent,
+    SlaughterBatchSlaughteredEvent,
+    SlaughterPigsReceivedEvent,
+    TradeReceivedEvent,
+    TradeShippedEvent,
+    epcis_effects,
+)
 from trace_service.contract.events import EventType as T
-from trace_service.contract.events import epcis_effects
 
 LIVE_PIG_PRODUCT = ("PIG-LIVE", "生猪")
 
@@ -178,250 +200,331 @@ def voucher_key(seller: str, voucher_number: str) -> str:
     return f"{seller}/{voucher_number}"
 
 
-def plan(events: list[BaseModel]) -> Plan:
-    p = Plan()
-    for ev in events:
-        et: str = ev.event_type  # type: ignore[attr-defined]
-        d: Any = ev.data  # type: ignore[attr-defined]
-        eid: uuid.UUID = ev.event_id  # type: ignore[attr-defined]
-        op: str = ev.operator  # type: ignore[attr-defined]
-        at: datetime = ev.occurred_at  # type: ignore[attr-defined]
+# -- the graph effect of each event type (the table: trace_service/effects.py) ------------------------------
 
-        if et == T.FARM_PIGS_DISPATCHED:
-            cert = d.quarantine_cert
-            p.create(
-                Creation(
-                    d.lot,
-                    "live_pigs",
-                    *LIVE_PIG_PRODUCT,
-                    op,
-                    at,
-                    eid,
-                    et,
-                    Decimal(0),
-                    d.head_count,
-                    d.origin_region,
-                    {
-                        "farm_code": d.farm_code,
-                        "quarantine_cert": cert.model_dump(mode="json"),
-                        "destination": d.destination,
-                        "ear_tag_count": len(d.ear_tags),
-                    },
-                    category="pork",
-                )
+
+def farm_pigs_dispatched(p: Plan, ev: FarmPigsDispatchedEvent) -> None:
+    d, eid = ev.data, ev.event_id
+    cert = d.quarantine_cert
+    p.create(
+        Creation(
+            d.lot,
+            "live_pigs",
+            *LIVE_PIG_PRODUCT,
+            ev.operator,
+            ev.occurred_at,
+            eid,
+            ev.event_type,
+            Decimal(0),
+            d.head_count,
+            d.origin_region,
+            {
+                "farm_code": d.farm_code,
+                "quarantine_cert": cert.model_dump(mode="json"),
+                "destination": d.destination,
+                "ear_tag_count": len(d.ear_tags),
+            },
+            category="pork",
+        )
+    )
+    p.ear_tags.extend(EarTagRow(tag, eid, d.lot, "dispatched") for tag in dict.fromkeys(d.ear_tags))
+    p.certificates.append(CertificateRow(cert.number, eid, d.lot, cert.kind, cert.head_count, cert.issued_at))
+
+
+def slaughter_pigs_received(p: Plan, ev: SlaughterPigsReceivedEvent) -> None:
+    d, eid, op, at = ev.data, ev.event_id, ev.operator, ev.occurred_at
+    p.create(
+        Creation(
+            d.lot,
+            "slaughter_batch",
+            *LIVE_PIG_PRODUCT,
+            op,
+            at,
+            eid,
+            ev.event_type,
+            _kg(d.live_weight_kg) or Decimal(0),
+            d.head_count,
+            d.origin_region,
+            {
+                "quarantine_cert_number": d.quarantine_cert_number,
+                "farm_code": d.farm_code,
+                "dead_on_arrival": d.dead_on_arrival,
+                "ear_tag_count": len(d.ear_tags),
+            },
+            category="pork",
+        )
+    )
+    p.ear_tags.extend(EarTagRow(tag, eid, d.lot, "received") for tag in dict.fromkeys(d.ear_tags))
+    head = d.head_count + d.dead_on_arrival
+    if d.from_lot:
+        p.edge(EdgeRow(d.from_lot, d.lot, eid, None, head, "intake"))
+    # Every intake is a claim on its certificate (the certificate rules count them); only one
+    # without a from_lot is linked to the farm lot through it.
+    p.claims.append(ClaimRow(eid, d.quarantine_cert_number, d.lot, head, bool(d.from_lot), op, at))
+
+
+def slaughter_asf_tested(p: Plan, ev: SlaughterAsfTestedEvent) -> None:
+    d = ev.data
+    data = {"method": d.method, "sampled_at": d.sampled_at.isoformat()}
+    p.fact(FactRow(d.lot, ev.event_id, "asf", d.result, ev.occurred_at, data))
+
+
+def slaughter_batch_slaughtered(p: Plan, ev: SlaughterBatchSlaughteredEvent) -> None:
+    d, eid, op, at = ev.data, ev.event_id, ev.operator, ev.occurred_at
+    docs = {
+        "quality_cert_number": d.quality_cert_number,
+        "product_quarantine_cert_number": d.product_quarantine_cert_number,
+        "slaughter_batch": d.lot,
+        "slaughtered_at": at.isoformat(),
+    }
+    for out in d.outputs:
+        p.create(
+            Creation(
+                out.lot,
+                "carcass",
+                out.product_code,
+                out.product_name,
+                op,
+                at,
+                eid,
+                ev.event_type,
+                _kg(out.weight_kg) or Decimal(0),
+                0,
+                None,
+                docs,
+                category="pork",
+                slaughtered_at=at,
             )
-            p.ear_tags.extend(EarTagRow(tag, eid, d.lot, "dispatched") for tag in dict.fromkeys(d.ear_tags))
-            p.certificates.append(CertificateRow(cert.number, eid, d.lot, cert.kind, cert.head_count, cert.issued_at))
-
-        elif et == T.SLAUGHTER_PIGS_RECEIVED:
-            p.create(
-                Creation(
-                    d.lot,
-                    "slaughter_batch",
-                    *LIVE_PIG_PRODUCT,
-                    op,
-                    at,
-                    eid,
-                    et,
-                    _kg(d.live_weight_kg) or Decimal(0),
-                    d.head_count,
-                    d.origin_region,
-                    {
-                        "quarantine_cert_number": d.quarantine_cert_number,
-                        "farm_code": d.farm_code,
-                        "dead_on_arrival": d.dead_on_arrival,
-                        "ear_tag_count": len(d.ear_tags),
-                    },
-                    category="pork",
-                )
-            )
-            p.ear_tags.extend(EarTagRow(tag, eid, d.lot, "received") for tag in dict.fromkeys(d.ear_tags))
-            head = d.head_count + d.dead_on_arrival
-            if d.from_lot:
-                p.edge(EdgeRow(d.from_lot, d.lot, eid, None, head, "intake"))
-            # Every intake is a claim on its certificate (the certificate rules count them); only one
-            # without a from_lot is linked to the farm lot through it.
-            p.claims.append(ClaimRow(eid, d.quarantine_cert_number, d.lot, head, bool(d.from_lot), op, at))
-
-        elif et == T.SLAUGHTER_ASF_TESTED:
-            p.fact(
-                FactRow(d.lot, eid, "asf", d.result, at, {"method": d.method, "sampled_at": d.sampled_at.isoformat()})
-            )
-
-        elif et == T.SLAUGHTER_BATCH_SLAUGHTERED:
-            docs = {
+        )
+        p.edge(EdgeRow(d.lot, out.lot, eid, _kg(out.weight_kg), None, "transform"))
+    p.fact(
+        FactRow(
+            d.lot,
+            eid,
+            "slaughtered",
+            None,
+            at,
+            {
+                "head": d.head_count + d.condemned_head,
+                "slaughtered": d.head_count,
+                "condemned": d.condemned_head,
                 "quality_cert_number": d.quality_cert_number,
                 "product_quarantine_cert_number": d.product_quarantine_cert_number,
-                "slaughter_batch": d.lot,
-                "slaughtered_at": at.isoformat(),
-            }
-            for out in d.outputs:
-                p.create(
-                    Creation(
-                        out.lot,
-                        "carcass",
-                        out.product_code,
-                        out.product_name,
-                        op,
-                        at,
-                        eid,
-                        et,
-                        _kg(out.weight_kg) or Decimal(0),
-                        0,
-                        None,
-                        docs,
-                        category="pork",
-                        slaughtered_at=at,
-                    )
-                )
-                p.edge(EdgeRow(d.lot, out.lot, eid, _kg(out.weight_kg), None, "transform"))
-            p.fact(
-                FactRow(
-                    d.lot,
-                    eid,
-                    "slaughtered",
-                    None,
-                    at,
-                    {
-                        "head": d.head_count + d.condemned_head,
-                        "slaughtered": d.head_count,
-                        "condemned": d.condemned_head,
-                        "quality_cert_number": d.quality_cert_number,
-                        "product_quarantine_cert_number": d.product_quarantine_cert_number,
-                        "carcass_kg": float(sum(o.weight_kg for o in d.outputs)),
-                    },
-                )
+                "carcass_kg": float(sum(o.weight_kg for o in d.outputs)),
+            },
+        )
+    )
+
+
+def produce_harvested(p: Plan, ev: ProduceHarvestedEvent) -> None:
+    d = ev.data
+    p.create(
+        Creation(
+            d.lot,
+            "produce",
+            d.product_code,
+            d.product_name,
+            ev.operator,
+            ev.occurred_at,
+            ev.event_id,
+            ev.event_type,
+            _kg(d.weight_kg) or Decimal(0),
+            0,
+            d.origin_region,
+            {
+                "compliance_cert_number": d.compliance_cert_number,
+                "base_code": d.base_code,
+                "harvested_at": d.harvested_at.isoformat(),
+            },
+            category="produce",
+        )
+    )
+
+
+def trade_shipped(p: Plan, ev: TradeShippedEvent) -> None:
+    d, eid, op = ev.data, ev.event_id, ev.operator
+    key = voucher_key(op, d.voucher_number)
+    p.shipments.append(ShipmentRow(eid, op, d.voucher_number, d.buyer, d.destination, ev.occurred_at))
+    merged: dict[str, tuple[Decimal, Decimal | None]] = {}
+    for line in d.lines:  # a lot twice on one voucher is one line of the summed weight
+        kg, price = merged.get(line.lot, (Decimal(0), None))
+        merged[line.lot] = (kg + (_kg(line.weight_kg) or Decimal(0)), price or _kg(line.unit_price))
+    for lot, (kg, price) in merged.items():
+        p.codes.add(lot)
+        p.shipment_lines.append(ShipmentLineRow(eid, lot, key, kg, price))
+
+
+def trade_received(p: Plan, ev: TradeReceivedEvent) -> None:
+    d, eid = ev.data, ev.event_id
+    key = voucher_key(d.seller, d.voucher_number)
+    docs = {k: v for k, v in d.documents.model_dump().items() if v is not None}
+    docs |= {"voucher_number": d.voucher_number, "seller": d.seller}
+    pairs: dict[tuple[str, str], Decimal] = {}
+    products: dict[str, str | None] = {}
+    for line in d.lines:
+        pair = (line.from_lot, line.lot)
+        pairs[pair] = pairs.get(pair, Decimal(0)) + (_kg(line.weight_kg) or Decimal(0))
+        products[line.lot] = products.get(line.lot) or line.product_code
+    for lot, product_code in products.items():
+        # kg_in of a received lot is the sum of what its receipts brought in (see recompute).
+        p.create(
+            Creation(
+                lot,
+                "received",
+                product_code,
+                None,
+                ev.operator,
+                ev.occurred_at,
+                eid,
+                ev.event_type,
+                Decimal(0),
+                0,
+                None,
+                docs,
             )
+        )
+    for (parent, child), kg in pairs.items():
+        p.edge(EdgeRow(parent, child, eid, kg, None, "trade", key))
 
-        elif et == T.PRODUCE_HARVESTED:
-            p.create(
-                Creation(
-                    d.lot,
-                    "produce",
-                    d.product_code,
-                    d.product_name,
-                    op,
-                    at,
-                    eid,
-                    et,
-                    _kg(d.weight_kg) or Decimal(0),
-                    0,
-                    d.origin_region,
-                    {
-                        "compliance_cert_number": d.compliance_cert_number,
-                        "base_code": d.base_code,
-                        "harvested_at": d.harvested_at.isoformat(),
-                    },
-                    category="produce",
-                )
-            )
 
-        elif et == T.TRADE_SHIPPED:
-            key = voucher_key(op, d.voucher_number)
-            p.shipments.append(ShipmentRow(eid, op, d.voucher_number, d.buyer, d.destination, at))
-            merged: dict[str, tuple[Decimal, Decimal | None]] = {}
-            for line in d.lines:  # a lot twice on one voucher is one line of the summed weight
-                kg, price = merged.get(line.lot, (Decimal(0), None))
-                merged[line.lot] = (kg + (_kg(line.weight_kg) or Decimal(0)), price or _kg(line.unit_price))
-            for lot, (kg, price) in merged.items():
-                p.codes.add(lot)
-                p.shipment_lines.append(ShipmentLineRow(eid, lot, key, kg, price))
+def lot_tested(p: Plan, ev: LotTestedEvent) -> None:
+    d = ev.data
+    data = {"test": d.test, "method": d.method, "value": d.value}
+    p.fact(FactRow(d.lot, ev.event_id, "test", d.result, ev.occurred_at, data))
 
-        elif et == T.TRADE_RECEIVED:
-            key = voucher_key(d.seller, d.voucher_number)
-            docs = {k: v for k, v in d.documents.model_dump().items() if v is not None}
-            docs |= {"voucher_number": d.voucher_number, "seller": d.seller}
-            pairs: dict[tuple[str, str], Decimal] = {}
-            products: dict[str, str | None] = {}
-            for line in d.lines:
-                pair = (line.from_lot, line.lot)
-                pairs[pair] = pairs.get(pair, Decimal(0)) + (_kg(line.weight_kg) or Decimal(0))
-                products[line.lot] = products.get(line.lot) or line.product_code
-            for lot, product_code in products.items():
-                # kg_in of a received lot is the sum of what its receipts brought in (see recompute).
-                p.create(Creation(lot, "received", product_code, None, op, at, eid, et, Decimal(0), 0, None, docs))
-            for (parent, child), kg in pairs.items():
-                p.edge(EdgeRow(parent, child, eid, kg, None, "trade", key))
 
-        elif et == T.LOT_TESTED:
-            p.fact(FactRow(d.lot, eid, "test", d.result, at, {"test": d.test, "method": d.method, "value": d.value}))
+def retail_sold(p: Plan, ev: RetailSoldEvent) -> None:
+    d, eid, op, at = ev.data, ev.event_id, ev.operator, ev.occurred_at
+    kg = _kg(d.weight_kg) or Decimal(0)
+    price = _kg(d.unit_price) or Decimal(0)
+    p.create(
+        Creation(
+            d.sale_code,
+            "sale",
+            None,
+            None,
+            op,
+            at,
+            eid,
+            ev.event_type,
+            kg,
+            0,
+            None,
+            {"stall": d.stall, "unit_price": float(price), "sold_at": at.isoformat()},
+        )
+    )
+    p.edge(EdgeRow(d.lot, d.sale_code, eid, kg, None, "sale"))
+    p.sales.append(SaleRow(d.sale_code, d.lot, op, d.stall, kg, price, at, eid))
 
-        elif et == T.RETAIL_SOLD:
-            kg = _kg(d.weight_kg) or Decimal(0)
-            price = _kg(d.unit_price) or Decimal(0)
-            p.create(
-                Creation(
-                    d.sale_code,
-                    "sale",
-                    None,
-                    None,
-                    op,
-                    at,
-                    eid,
-                    et,
-                    kg,
-                    0,
-                    None,
-                    {"stall": d.stall, "unit_price": float(price), "sold_at": at.isoformat()},
-                )
-            )
-            p.edge(EdgeRow(d.lot, d.sale_code, eid, kg, None, "sale"))
-            p.sales.append(SaleRow(d.sale_code, d.lot, op, d.stall, kg, price, at, eid))
 
-        elif et == T.LOT_DISPOSED:
-            p.fact(
-                FactRow(
-                    d.lot,
-                    eid,
-                    "disposed",
-                    None,
-                    at,
-                    {"weight_kg": d.weight_kg, "head": d.head, "reason": d.reason, "notice_number": d.notice_number},
-                )
-            )
+def lot_disposed(p: Plan, ev: LotDisposedEvent) -> None:
+    d = ev.data
+    data = {"weight_kg": d.weight_kg, "head": d.head, "reason": d.reason, "notice_number": d.notice_number}
+    p.fact(FactRow(d.lot, ev.event_id, "disposed", None, ev.occurred_at, data))
 
-        elif et in (T.REGULATOR_LOT_HELD, T.REGULATOR_LOT_RELEASED):
-            fact = "hold" if et == T.REGULATOR_LOT_HELD else "release"
-            p.fact(FactRow(d.lot, eid, fact, None, at, {"reason": d.reason, "scope": d.scope, "by": op}))
 
-        # -- cold chain (issue 14) --
-        elif et == T.IMPORT_CUSTOMS_CLEARED:
-            p.create(
-                Creation(
-                    d.lot,
-                    "imported",
-                    d.product_code,
-                    d.product_name,
-                    op,
-                    at,
-                    eid,
-                    et,
-                    _kg(d.weight_kg) or Decimal(0),
-                    0,
-                    None,  # origin_region is a GB/T 2260 region; an import's origin is origin_country
-                    import_documents(d),
-                )
-            )
+def regulator_lot_held(p: Plan, ev: RegulatorLotHeldEvent) -> None:
+    _regulator_action(p, ev, "hold")
 
-        elif et == T.IMPORT_DOCUMENTS_SUPPLIED:
-            docs = {k: v for k in IMPORT_CERTIFICATES if (v := getattr(d, k)) is not None}
-            p.fact(FactRow(d.lot, eid, "import_docs", None, at, docs))
 
-        elif et in (T.COLDSTORE_STORED_IN, T.COLDSTORE_RELEASED):
-            fact = "cold_in" if et == T.COLDSTORE_STORED_IN else "cold_out"
-            p.fact(FactRow(d.lot, eid, fact, None, at, {"store": d.store, "weight_kg": d.weight_kg}))
+def regulator_lot_released(p: Plan, ev: RegulatorLotReleasedEvent) -> None:
+    _regulator_action(p, ev, "release")
 
-        elif et == T.LOT_TEMPERATURE_RECORDED:
-            # One reading per instant of an event: a time given twice keeps its first value.
-            seen: set[datetime] = set()
-            for reading in d.readings:
-                if reading.at not in seen:
-                    seen.add(reading.at)
-                    p.temperature(TemperatureRow(d.lot, eid, reading.at, Decimal(str(reading.celsius))))
 
-        elif et == T.EPCIS_EVENT:
-            _plan_epcis(p, epcis_effects(d), eid, op, at)
+def _regulator_action(p: Plan, ev: RegulatorLotHeldEvent | RegulatorLotReleasedEvent, fact: str) -> None:
+    d = ev.data
+    p.fact(
+        FactRow(
+            d.lot, ev.event_id, fact, None, ev.occurred_at, {"reason": d.reason, "scope": d.scope, "by": ev.operator}
+        )
+    )
 
+
+# -- cold chain (issue 14) --
+
+
+def import_customs_cleared(p: Plan, ev: ImportCustomsClearedEvent) -> None:
+    d = ev.data
+    p.create(
+        Creation(
+            d.lot,
+            "imported",
+            d.product_code,
+            d.product_name,
+            ev.operator,
+            ev.occurred_at,
+            ev.event_id,
+            ev.event_type,
+            _kg(d.weight_kg) or Decimal(0),
+            0,
+            None,  # origin_region is a GB/T 2260 region; an import's origin is origin_country
+            import_documents(d),
+        )
+    )
+
+
+def import_documents_supplied(p: Plan, ev: ImportDocumentsSuppliedEvent) -> None:
+    d = ev.data
+    docs = {k: v for k in IMPORT_CERTIFICATES if (v := getattr(d, k)) is not None}
+    p.fact(FactRow(d.lot, ev.event_id, "import_docs", None, ev.occurred_at, docs))
+
+
+def coldstore_stored_in(p: Plan, ev: ColdstoreStoredInEvent) -> None:
+    _cold_move(p, ev, "cold_in")
+
+
+def coldstore_released(p: Plan, ev: ColdstoreReleasedEvent) -> None:
+    _cold_move(p, ev, "cold_out")
+
+
+def _cold_move(p: Plan, ev: ColdstoreStoredInEvent | ColdstoreReleasedEvent, fact: str) -> None:
+    d = ev.data
+    p.fact(FactRow(d.lot, ev.event_id, fact, None, ev.occurred_at, {"store": d.store, "weight_kg": d.weight_kg}))
+
+
+def lot_temperature_recorded(p: Plan, ev: LotTemperatureRecordedEvent) -> None:
+    d = ev.data
+    # One reading per instant of an event: a time given twice keeps its first value.
+    seen: set[datetime] = set()
+    for reading in d.readings:
+        if reading.at not in seen:
+            seen.add(reading.at)
+            p.temperature(TemperatureRow(d.lot, ev.event_id, reading.at, Decimal(str(reading.celsius))))
+
+
+def epcis_event(p: Plan, ev: EpcisEventEvent) -> None:
+    _plan_epcis(p, epcis_effects(ev.data), ev.event_id, ev.operator, ev.occurred_at)
+
+
+# The graph effect of each event type: the graph column of trace_service/effects.HOMES (which checks that the
+# two agree). Each function takes its own event class; the table is keyed by the event's event_type.
+GRAPH: dict[str, Callable[[Plan, Any], None]] = {
+    T.FARM_PIGS_DISPATCHED: farm_pigs_dispatched,
+    T.SLAUGHTER_PIGS_RECEIVED: slaughter_pigs_received,
+    T.SLAUGHTER_ASF_TESTED: slaughter_asf_tested,
+    T.SLAUGHTER_BATCH_SLAUGHTERED: slaughter_batch_slaughtered,
+    T.PRODUCE_HARVESTED: produce_harvested,
+    T.TRADE_SHIPPED: trade_shipped,
+    T.TRADE_RECEIVED: trade_received,
+    T.LOT_TESTED: lot_tested,
+    T.RETAIL_SOLD: retail_sold,
+    T.LOT_DISPOSED: lot_disposed,
+    T.REGULATOR_LOT_HELD: regulator_lot_held,
+    T.REGULATOR_LOT_RELEASED: regulator_lot_released,
+    T.IMPORT_CUSTOMS_CLEARED: import_customs_cleared,
+    T.IMPORT_DOCUMENTS_SUPPLIED: import_documents_supplied,
+    T.COLDSTORE_STORED_IN: coldstore_stored_in,
+    T.COLDSTORE_RELEASED: coldstore_released,
+    T.LOT_TEMPERATURE_RECORDED: lot_temperature_recorded,
+    T.EPCIS_EVENT: epcis_event,
+}
+
+
+def plan(events: Sequence[Event]) -> Plan:
+    """The rows the graph gains from these events: each event's graph effect, in batch order."""
+    p = Plan()
+    for ev in events:
+        GRAPH[ev.event_type](p, ev)
     return p
 
 
@@ -429,7 +532,7 @@ def plan(events: list[BaseModel]) -> Plan:
 IMPORT_CERTIFICATES = ("inspection_cert_number", "disinfection_cert_number")
 
 
-def import_documents(d: Any) -> dict[str, Any]:
+def import_documents(d: ImportCustomsCleared) -> dict[str, Any]:
     """The documents of an imported lot, as its customs entry states them (absent certificates left out)."""
     docs = {
         "origin_country": d.origin_country,
@@ -444,7 +547,7 @@ def import_documents(d: Any) -> dict[str, Any]:
 # -- GS1 EPCIS 2.0: a captured event's graph effects (docs/epcis.md, "EPCIS to the graph") --------------------
 
 
-def _plan_epcis(p: Plan, fx: Any, eid: uuid.UUID, op: str, at: datetime) -> None:
+def _plan_epcis(p: Plan, fx: Effects, eid: uuid.UUID, op: str, at: datetime) -> None:
     imports = {i.lot: i for i in fx.imports}
     for c in fx.creates:
         found = imports.get(c.code)
@@ -487,7 +590,7 @@ def _plan_epcis(p: Plan, fx: Any, eid: uuid.UUID, op: str, at: datetime) -> None
         p.edge(EdgeRow(e.parent, e.child, eid, _kg(e.kg), None, e.kind))
     for f in fx.facts:
         p.fact(FactRow(f.lot, eid, f.fact, f.result, at, dict(f.data)))
-    for c in fx.custody:
-        p.fact(FactRow(c.lot, eid, "custody", None, at, {"holder": c.holder}))
+    for handed in fx.custody:
+        p.fact(FactRow(handed.lot, eid, "custody", None, at, {"holder": handed.holder}))
     for t in fx.temperatures:
         p.temperature(TemperatureRow(t.lot, eid, t.at, Decimal(str(round(t.celsius, 2)))))

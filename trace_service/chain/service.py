@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -16,12 +21,14 @@ from trace_service.access import repository as access_repo
 from trace_service.access import scopes
 from trace_service.access import service as access
 from trace_service.access.models import Principal, Role
-from trace_service.chain import repository as repo
+from trace_service.chain import reads as repo
 from trace_service.contract.origins import country_name
 from trace_service.contract.regions import describe_region
-from trace_service.errors import Forbidden, NotFound
+from trace_service.errors import Forbidden, InvalidInput, NotFound
 
 MAX_DEPTH = 50
+RECALL_PAGE = 500  # lots per page of a recall's JSON (a farm-wide recall lists thousands)
+RECALL_CSV_PAGE = 2000
 LOCAL = ZoneInfo("Asia/Shanghai")
 
 # Operators whose names a consumer may see: businesses. A wholesaler is shown by its registered trade name
@@ -193,93 +200,190 @@ class ChainService:
         )  # fmt: skip
         return orjson.dumps(body).decode()
 
-    async def recall(self, principal: Principal, code: str) -> str:
-        """Every downstream lot and sale with holders and totals, as JSON text (regulators and admins: it names
-        every holder's contact, which is no department's to read)."""
+    def _may_recall(self, principal: Principal) -> None:
         if principal.role == Role.DEPARTMENT:
             raise Forbidden("a recall is for regulators; a department reads the lot and its trace")
         access.require(principal, Role.ADMIN, Role.REGULATOR)
-        body = await repo.recall_json(self.conn, code, MAX_DEPTH)
+
+    async def recall(self, principal: Principal, code: str, cursor: str | None = None, limit: int = RECALL_PAGE) -> str:
+        """Every downstream lot and sale: the holders and totals of all of them, and the lots a page at a time
+        (``next_cursor`` names the next page), as JSON text (regulators and admins: it names every holder's
+        contact, which is no department's to read)."""
+        self._may_recall(principal)
+        after = None
+        if cursor is not None:
+            after = repo.parse_cursor(cursor)
+            if after is None:
+                raise InvalidInput("cursor: not a cursor this recall gave")
+        body = await repo.recall_json(self.conn, code, MAX_DEPTH, after=after, limit=limit)
         if body is None:
             raise NotFound(f"no lot or sale {code}")
         return body
 
-    @staticmethod
-    def recall_csv(recall_text: str) -> str:
-        recall = orjson.loads(recall_text)
-        out = io.StringIO()
-        fields = [
-            "code", "kind", "depth", "product_code", "product_name", "status", "holder", "holder_name",
-            "holder_kind", "holder_parent", "kg_in", "kg_on_hand", "kg_sold", "sold_at",
-        ]  # fmt: skip
-        writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for item in recall["lots"]:
-            writer.writerow({k: _csv_safe(v) for k, v in item.items()})
-        return out.getvalue()
+    async def recall_csv(
+        self, principal: Principal, code: str, connect: Callable[[], AbstractAsyncContextManager[AsyncConnection]]
+    ) -> AsyncIterator[str]:
+        """The whole recall as CSV text, streamed a page at a time (UTF-8 with a byte-order mark: spreadsheet
+        programs then read Chinese). The first page is read before this returns (an unknown code is a 404);
+        the rest on connections from ``connect`` while the response streams."""
+        self._may_recall(principal)
+        first = await repo.recall_rows(self.conn, code, MAX_DEPTH, limit=RECALL_CSV_PAGE)
+        if not first:
+            raise NotFound(f"no lot or sale {code}")
+        return _csv_stream(code, first, connect)
 
     # -- the consumer's view --------------------------------------------------------------------------
 
     async def public(self, code: str) -> dict[str, Any]:
-        root = await self._root(code)
-        depths = await repo.walk(self.conn, root, "up", MAX_DEPTH)
-        rows = {r["id"]: r for r in await repo.load_lots(self.conn, list(depths))}
-        facts = await repo.load_facts(self.conn, list(depths))
-        me = rows[root]
-        if me["status"] == "unresolved":
+        return (await self.public_view(code)).view
+
+    async def public_view(self, code: str) -> PublicView:
+        """The consumer's view with its version (``etag``): one statement reads everything the view is made
+        of, and the view is built once per version of that text."""
+        text = await repo.public_json(self.conn, code, MAX_DEPTH)
+        if text is None:
             raise NotFound(f"no lot or sale {code}")
-        ancestors = sorted(rows.values(), key=lambda r: depths[r["id"]])
+        etag = '"' + hashlib.blake2b(f"{code}\n{text}".encode(), digest_size=12).hexdigest() + '"'
+        cached = VIEWS.get(etag)
+        if cached is not None:
+            return cached
+        view = _public(code, orjson.loads(text))
+        return VIEWS.put(PublicView(etag, view, orjson.dumps(view)))
 
-        sale = me if me["kind"] == "sale" else None
-        stocked = next((r for r in ancestors if r["kind"] == "received" and r["id"] != root), None) if sale else None
-        if sale is None and me["kind"] == "received":
-            stocked = me
-        batch = next((r for r in ancestors if r["kind"] == "slaughter_batch"), None)
-        carcass = next((r for r in ancestors if r["kind"] == "carcass"), None)
-        origin = next((r for r in reversed(ancestors) if r["origin_region"]), None)
-        product = next((r for r in ancestors if r["product_name"]), None)
-        # Imported meat: the lot customs cleared is the root of its chain (the furthest imported ancestor).
-        imported = next((r for r in reversed(ancestors) if r["kind"] == "imported"), None)
-        broken = await _cold_chain_alerts(self.conn, [r["code"] for r in ancestors])
+    # -- the consumer's view --------------------------------------------------------------------------
 
-        checks = _checks(ancestors, facts, batch, carcass)
-        if imported is not None or broken:
-            checks |= _import_checks(imported, facts, broken, await _has_temperatures(self.conn, list(rows)))
-        stopped = [r for r in ancestors if r["status"] == "stopped"]
-        warning = _warning(stopped, facts, broken)
-        country = imported["documents"].get("origin_country") if imported else None
-        names = country_name(country)
-        operators = await self._operators({r["holder"] for r in ancestors if r["holder"]} | _suppliers(stocked))
 
-        return {
-            "code": code,
-            "type": "sale" if sale else "lot",
-            "product": {"code": product["product_code"], "name": product["product_name"]} if product else None,
-            "weight_kg": float(sale["kg_in"]) if sale else float((me["kg_in"] or 0) - (me["kg_out"] or 0)),
-            "sold_at": _local(sale["created_at"]) if sale else None,
-            "seller": _public_operator(operators.get(me["holder"])) if sale else None,
-            # The market the sale was made in, or the lot is held in: whose service desk a consumer asks.
-            "market": _market(operators, me["holder"]),
-            # The stall as the market labels it (A区12号); never the stall keeper's operator code.
-            "stall": me["documents"].get("stall") if sale else None,
-            "stocked_at": _local(stocked["created_at"]) if stocked else None,
-            "supplier": _public_operator(operators.get(stocked["documents"].get("seller"))) if stocked else None,
-            "slaughterhouse": _public_operator(operators.get(batch["holder"])) if batch else None,
-            "slaughtered_at": _local(carcass["created_at"]) if carcass else None,
-            "checks": checks,
-            "origin": _origin(origin, operators),
-            "origin_country": country,
-            "origin_country_name": {"zh": names.zh, "en": names.en} if names else None,
-            "entry_port": imported["documents"].get("entry_port") if imported else None,
-            "warning": warning,
-            "status": _summary(checks, warning),
-        }
+@dataclass(frozen=True)
+class PublicView:
+    """A version of a consumer's view: its ``etag`` (a quoted hash of everything the view is made of, so any
+    change on the chain changes it), the view and its JSON bytes."""
 
-    async def _operators(self, codes: set[str]) -> dict[str, dict[str, Any]]:
-        """The operators of a timeline and their parents (a stall's market), in one query."""
-        from trace_service.access import repository as access_repo
+    etag: str
+    view: dict[str, Any]
+    body: bytes
 
-        return await access_repo.get_operators_with_parents(self.conn, sorted(codes))
+
+class ViewCache:
+    """The views built lately, by version, and what was rendered from them (the page in each language): a scan
+    storm asks for the same few codes. An entry never goes stale, since its key is the content's hash; the
+    oldest are dropped past ``size``."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self._views: OrderedDict[str, PublicView] = OrderedDict()
+        self._rendered: OrderedDict[tuple[str, str], Any] = OrderedDict()
+
+    def get(self, etag: str) -> PublicView | None:
+        view = self._views.get(etag)
+        if view is not None:
+            self._views.move_to_end(etag)
+        return view
+
+    def put(self, view: PublicView) -> PublicView:
+        self._views[view.etag] = view
+        if len(self._views) > self.size:
+            self._views.popitem(last=False)
+        return view
+
+    def rendered(self, etag: str, variant: str, render: Callable[[], Any]) -> Any:
+        key = (etag, variant)
+        out = self._rendered.get(key)
+        if out is None:
+            out = self._rendered[key] = render()
+            if len(self._rendered) > self.size:
+                self._rendered.popitem(last=False)
+        return out
+
+
+VIEWS = ViewCache()
+
+
+async def _csv_stream(
+    code: str, first: list[Any], connect: Callable[[], AbstractAsyncContextManager[AsyncConnection]]
+) -> AsyncIterator[str]:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    out.write("\ufeff")
+    writer.writerow(repo.RECALL_FIELDS)
+    rows = first
+    while rows:
+        for row in rows:
+            writer.writerow([_csv_cell(v) for v in row])
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
+        if len(rows) < RECALL_CSV_PAGE:
+            return
+        after = (int(rows[-1][2]), str(rows[-1][0]))
+        async with connect() as conn:
+            rows = await repo.recall_rows(conn, code, MAX_DEPTH, after=after, limit=RECALL_CSV_PAGE)
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return _csv_safe(value)
+
+
+def _public(code: str, found: dict[str, Any]) -> dict[str, Any]:
+    """The consumer's view from what ``reads.public_json`` found: the lots up the chain (by depth, then code),
+    their facts, the operators named, the lots with an open cold-chain alert and whether temperatures exist."""
+    ancestors: list[dict[str, Any]] = found["lots"]
+    for r in ancestors:
+        r["created_at"] = datetime.fromisoformat(r["created_at"]) if r["created_at"] else None
+    facts: list[dict[str, Any]] = found["facts"]
+    for f in facts:
+        f["occurred_at"] = datetime.fromisoformat(f["occurred_at"])
+    operators: dict[str, dict[str, Any]] = found["operators"]
+    broken: list[str] = found["broken"]
+    me = ancestors[0]
+    if me["status"] == "unresolved":
+        raise NotFound(f"no lot or sale {code}")
+
+    sale = me if me["kind"] == "sale" else None
+    stocked = next((r for r in ancestors if r["kind"] == "received" and r["id"] != me["id"]), None) if sale else None
+    if sale is None and me["kind"] == "received":
+        stocked = me
+    batch = next((r for r in ancestors if r["kind"] == "slaughter_batch"), None)
+    carcass = next((r for r in ancestors if r["kind"] == "carcass"), None)
+    origin = next((r for r in reversed(ancestors) if r["origin_region"]), None)
+    product = next((r for r in ancestors if r["product_name"]), None)
+    # Imported meat: the lot customs cleared is the root of its chain (the furthest imported ancestor).
+    imported = next((r for r in reversed(ancestors) if r["kind"] == "imported"), None)
+
+    checks = _checks(ancestors, facts, batch, carcass)
+    if imported is not None or broken:
+        checks |= _import_checks(imported, facts, broken, bool(found["readings"]))
+    stopped = [r for r in ancestors if r["status"] == "stopped"]
+    warning = _warning(stopped, facts, broken)
+    country = imported["documents"].get("origin_country") if imported else None
+    names = country_name(country)
+
+    return {
+        "code": code,
+        "type": "sale" if sale else "lot",
+        "product": {"code": product["product_code"], "name": product["product_name"]} if product else None,
+        "weight_kg": float(sale["kg_in"]) if sale else float(me["kg_on_hand"] or 0),
+        "sold_at": _local(sale["created_at"]) if sale else None,
+        "seller": _public_operator(operators.get(me["holder"])) if sale else None,
+        # The market the sale was made in, or the lot is held in: whose service desk a consumer asks.
+        "market": _market(operators, me["holder"]),
+        # The stall as the market labels it (A区12号); never the stall keeper's operator code.
+        "stall": me["documents"].get("stall") if sale else None,
+        "stocked_at": _local(stocked["created_at"]) if stocked else None,
+        "supplier": _public_operator(operators.get(stocked["documents"].get("seller"))) if stocked else None,
+        "slaughterhouse": _public_operator(operators.get(batch["holder"])) if batch else None,
+        "slaughtered_at": _local(carcass["created_at"]) if carcass else None,
+        "checks": checks,
+        "origin": _origin(origin, operators),
+        "origin_country": country,
+        "origin_country_name": {"zh": names.zh, "en": names.en} if names else None,
+        "entry_port": imported["documents"].get("entry_port") if imported else None,
+        "warning": warning,
+        "status": _summary(checks, warning),
+    }
 
 
 def _csv_safe(value: Any) -> Any:
@@ -291,11 +395,6 @@ def _csv_safe(value: Any) -> Any:
 
 def _local(moment: datetime | None) -> str | None:
     return moment.astimezone(LOCAL).isoformat() if moment else None
-
-
-def _suppliers(stocked: dict[str, Any] | None) -> set[str]:
-    seller = stocked["documents"].get("seller") if stocked else None
-    return {seller} if isinstance(seller, str) else set()
 
 
 def _public_operator(row: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -367,7 +466,7 @@ def _checks(
     return checks
 
 
-# Why a lot is stopped, from the facts that stop it (the same facts as chain.repository's status), in the
+# Why a lot is stopped, from the facts that stop it (the same facts as chain.writes' status), in the
 # order the page names them.
 STOP_REASONS = {
     "asf_positive": ("非洲猪瘟检测阳性", "ASF test positive"),
@@ -459,23 +558,3 @@ def _import_checks(
             checks[check] = "pass" if any(d.get(key) for d in docs) else "unknown"
     checks["cold_chain"] = "fail" if broken else "pass" if readings else "unknown"
     return checks
-
-
-# These two read what the graph's own queries do not: the alerts on the chain's lots, and whether any
-# temperature was recorded on them (``lot_temperatures``, migration 0015). Their home is chain/repository.py.
-_COLD_CHAIN_ALERTS = """
-SELECT DISTINCT subject_code FROM alerts
-WHERE rule = 'cold_chain_break' AND subject_type = 'lot' AND subject_code = ANY($1::text[]) AND status <> 'resolved'
-ORDER BY 1
-"""
-_HAS_TEMPERATURES = "SELECT EXISTS (SELECT 1 FROM lot_temperatures WHERE lot_id = ANY($1::bigint[]))"
-
-
-async def _cold_chain_alerts(conn: AsyncConnection, codes: list[str]) -> list[str]:
-    """The lots among ``codes`` with a ``cold_chain_break`` alert not resolved by a regulator."""
-    return [r[0] for r in await conn.exec_driver_sql(_COLD_CHAIN_ALERTS, (codes,))]
-
-
-async def _has_temperatures(conn: AsyncConnection, ids: list[int]) -> bool:
-    row = (await conn.exec_driver_sql(_HAS_TEMPERATURES, (ids,))).first()
-    return bool(row and row[0])

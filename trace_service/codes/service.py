@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trace_service.access.models import Principal, Role
@@ -23,11 +22,9 @@ from trace_service.contract.codes import (
     ISSUED_SERIAL_MAX,
     ISSUER_SEQ_MAX,
     format_issued_code,
-    issued_code_problem,
-    issuer_prefix,
     parse_issued_code,
 )
-from trace_service.contract.events import lot_codes
+from trace_service.contract.events import Envelope, issued_code_suspects
 from trace_service.errors import Conflict, Forbidden, InvalidInput
 
 MAX_CODES_PER_REQUEST = 1000
@@ -85,7 +82,7 @@ async def owner_of_code(conn: AsyncConnection, code: str) -> str | None:
     return await repo.block_owner(conn, parsed.issuer_seq, parsed.day, parsed.serial)
 
 
-async def misissued_codes(conn: AsyncConnection, events: Sequence[BaseModel]) -> dict[int, list[dict[str, Any]]]:
+async def misissued_codes(conn: AsyncConnection, events: Sequence[Envelope]) -> dict[int, list[dict[str, Any]]]:
     """The lot codes of these events that carry the prefix of an issuer of this service without being
     well-formed issued codes (contract section 1), as ``details`` by the event's position.
 
@@ -94,18 +91,14 @@ async def misissued_codes(conn: AsyncConnection, events: Sequence[BaseModel]) ->
     take one query for the whole batch; another system's 20-digit code passes when its first 6 digits are
     no issuer's sequence.
     """
-    suspects: list[tuple[int, str, str, str, int]] = []
-    for i, event in enumerate(events):
-        for field, code in lot_codes(event):
-            problem = issued_code_problem(code)
-            seq = issuer_prefix(code)
-            if problem is not None and seq is not None:
-                suspects.append((i, field, code, problem, seq))
+    suspects = issued_code_suspects(events)
     if not suspects:
         return {}
-    known = await repo.issuers(conn, {s[4] for s in suspects})
+    known = await repo.issuers(conn, {s.issuer_seq for s in suspects})
     found: dict[int, list[dict[str, Any]]] = {}
-    for i, field, _code, problem, seq in suspects:
-        if seq in known:
-            found.setdefault(i, []).append({"field": field, "type": "issued_code_invalid", "message": problem})
+    for s in suspects:
+        if s.issuer_seq in known:
+            found.setdefault(s.index, []).append(
+                {"field": s.field, "type": "issued_code_invalid", "message": s.problem}
+            )
     return found

@@ -1,18 +1,21 @@
 """The event envelope (contract section 2) and the catalogue of event types (section 3).
 
-The models are built by :func:`build_catalogue` from the code patterns in settings, so that a code
-format is changed in one place. Everything is validated by pydantic-core from the raw JSON bytes:
-unknown fields are rejected, times must carry an offset, codes must match their pattern.
+Every model is declared here, at module level; the code patterns are settings, read from the validation
+context (:class:`Catalogue` passes them), so that a code format is changed in one place without making
+types at run time. Everything is validated by pydantic-core from the raw JSON bytes: unknown fields are
+rejected, times must carry an offset, codes must match their pattern.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from functools import lru_cache
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import (
@@ -22,13 +25,25 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, SchemaValidator, core_schema
 
-from trace_service.contract.codes import CodePatterns, check_ear_tag, check_farm_code, check_region
+from trace_service.contract.codes import (
+    CodePatterns,
+    check_ear_tag,
+    check_farm_code,
+    check_region,
+    issued_code_problem,
+    issuer_prefix,
+)
 from trace_service.contract.epcis import hashing as epcis_hashing
 from trace_service.contract.epcis import mapping as epcis_mapping
 from trace_service.contract.epcis import schema as epcis_schema
@@ -38,6 +53,9 @@ from trace_service.contract.epcis.uris import URIs
 MAX_KG = 100_000.0  # 100 t: no single lot or line of this trade weighs more
 MAX_HEAD = 100_000
 MAX_LIST = 1000
+
+V = TypeVar("V")
+M = TypeVar("M", bound=BaseModel)
 
 
 class EventType(StrEnum):
@@ -138,7 +156,7 @@ def _two_decimals(value: float) -> float:
     return value
 
 
-def some_certificate(model: Any) -> Any:
+def some_certificate(model: ImportDocumentsSupplied) -> ImportDocumentsSupplied:
     """import.documents_supplied supplies something: one certificate at least."""
     if model.inspection_cert_number is None and model.disinfection_cert_number is None:
         raise ValueError("give inspection_cert_number, disinfection_cert_number or both")
@@ -164,249 +182,6 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-@dataclass(frozen=True)
-class Catalogue:
-    """The validators of one configuration of code patterns."""
-
-    patterns: CodePatterns
-    event: TypeAdapter[Any]
-    events: TypeAdapter[Any]
-    models: dict[str, type[BaseModel]]
-    data_models: dict[str, type[BaseModel]]
-
-
-def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000) -> Catalogue:
-    """Build the envelope validators for these code patterns."""
-    p = patterns or CodePatterns()
-
-    OperatorCode = Annotated[str, StringConstraints(pattern=p.operator)]
-    # No check digit here: whether a 20-digit code is one the service issued depends on the issuers in the
-    # database (contract section 1), so intake and worker check it after validation (lot_codes below).
-    LotCode = Annotated[str, StringConstraints(pattern=p.lot), Field(description=LOT_CODE_DESCRIPTION)]
-    FarmCode = Annotated[str, StringConstraints(pattern=p.farm), AfterValidator(check_farm_code)]
-    EarTag = Annotated[str, StringConstraints(pattern=p.ear_tag), AfterValidator(check_ear_tag)]
-    Region = Annotated[str, StringConstraints(pattern=p.region), AfterValidator(check_region)]
-    Voucher = Annotated[str, StringConstraints(pattern=p.voucher)]
-    Cert = Annotated[str, StringConstraints(pattern=p.certificate)]
-    EarTags = Annotated[list[EarTag], Field(max_length=MAX_LIST)]
-
-    class QuarantineCert(Strict):
-        number: Cert
-        kind: Literal["A", "B", "product"]
-        issued_at: Time
-        head_count: PositiveHead
-
-    class FarmPigsDispatched(Strict):
-        lot: LotCode
-        farm_code: FarmCode
-        quarantine_cert: QuarantineCert
-        head_count: PositiveHead
-        ear_tags: EarTags
-        destination: OperatorCode
-        vehicle_plate: Plate | None = None
-        origin_region: Region
-
-    class Owner(Strict):
-        code: Annotated[str, StringConstraints(min_length=1, max_length=40), _SAFE] | None = None
-        name: Text
-
-    class SlaughterPigsReceived(Strict):
-        lot: LotCode
-        quarantine_cert_number: Cert
-        owner: Owner
-        farm_code: FarmCode | None = None
-        origin_region: Region
-        head_count: PositiveHead
-        dead_on_arrival: Head
-        ear_tags: EarTags
-        live_weight_kg: Kg
-        vehicle_plate: Plate | None = None
-        from_lot: LotCode | None = None
-
-    class SlaughterAsfTested(Strict):
-        lot: LotCode
-        method: Literal["pcr", "strip"]
-        result: Literal["negative", "positive"]
-        sampled_at: Time
-
-    class Output(Strict):
-        lot: LotCode
-        product_code: ProductCode
-        product_name: Text
-        weight_kg: Kg
-
-    class SlaughterBatchSlaughtered(Strict):
-        lot: LotCode
-        head_count: PositiveHead
-        condemned_head: Head
-        quality_cert_number: Cert | None = None
-        product_quarantine_cert_number: Cert
-        outputs: Annotated[list[Output], Field(min_length=1, max_length=MAX_LIST)]
-
-    class ProduceHarvested(Strict):
-        lot: LotCode
-        base_code: OperatorCode
-        product_code: ProductCode
-        product_name: Text
-        weight_kg: Kg
-        compliance_cert_number: Cert
-        origin_region: Region
-        harvested_at: Time
-
-    class ShippedLine(Strict):
-        lot: LotCode
-        weight_kg: Kg
-        unit_price: Price | None = None
-
-    class TradeShipped(Strict):
-        voucher_number: Voucher
-        buyer: OperatorCode
-        lines: Annotated[list[ShippedLine], Field(min_length=1, max_length=MAX_LIST)]
-        destination: Text | None = None
-
-    class ReceivedLine(Strict):
-        lot: LotCode
-        from_lot: LotCode
-        weight_kg: Kg
-        product_code: ProductCode | None = None
-
-    class Documents(Strict):
-        quarantine_cert_number: Cert | None = None
-        quality_cert_number: Cert | None = None
-        asf_report: Cert | None = None
-        compliance_cert_number: Cert | None = None
-        origin_proof_number: Cert | None = None
-
-    class TradeReceived(Strict):
-        voucher_number: Voucher
-        seller: OperatorCode
-        lines: Annotated[list[ReceivedLine], Field(min_length=1, max_length=MAX_LIST)]
-        documents: Documents
-
-    class LotTested(Strict):
-        lot: LotCode
-        test: Literal["pesticide_rapid", "ractopamine", "asf", "other"]
-        method: Text
-        value: Annotated[float, Field(ge=-1e9, le=1e9, allow_inf_nan=False)] | None = None
-        result: Literal["pass", "fail"]
-
-    class RetailSold(Strict):
-        sale_code: LotCode
-        lot: LotCode
-        stall: StallLabel | None = None  # the stall as the market labels it (A区12号, A-12), not a code
-        weight_kg: Kg
-        unit_price: Price
-
-    class LotDisposed(Strict):
-        lot: LotCode
-        weight_kg: Kg | None = None
-        head: PositiveHead | None = None
-        reason: LongText
-        notice_number: Cert | None = None
-
-    class RegulatorLotAction(Strict):
-        lot: LotCode
-        reason: LongText
-        scope: Literal["lot", "downstream"]
-
-    # -- cold chain: imported meat, cold stores, temperatures (issue 14) --
-
-    class ImportCustomsCleared(Strict):
-        lot: LotCode
-        product_code: ProductCode
-        product_name: Text
-        weight_kg: Kg
-        storage: Literal["frozen", "chilled"]
-        customs_declaration_number: Cert  # 报关单号
-        inspection_cert_number: Cert | None = None  # 入境货物检验检疫证明
-        disinfection_cert_number: Cert | None = None  # 消毒证明
-        origin_country: Country
-        entry_port: Port
-
-    class ImportDocumentsSupplied(Strict):
-        lot: LotCode
-        inspection_cert_number: Cert | None = None
-        disinfection_cert_number: Cert | None = None
-
-        _one_at_least = model_validator(mode="after")(some_certificate)
-
-    class ColdStoreMove(Strict):
-        lot: LotCode
-        store: OperatorCode
-        weight_kg: Kg | None = None
-
-    class Reading(Strict):
-        at: Time
-        celsius: Celsius
-
-    class LotTemperatureRecorded(Strict):
-        lot: LotCode
-        readings: Annotated[list[Reading], Field(min_length=1, max_length=MAX_LIST)]
-        sensor: Text | None = None
-
-    # -- end of cold chain --
-
-    # -- GS1 EPCIS 2.0 (issue 14): one captured EPCIS event, as sent, with its document's @context --
-
-    class EpcisEventData(Strict):
-        event: Annotated[dict[str, Any], Field(description="The EPCIS 2.0 event as captured (docs/epcis.md).")]
-        context: Any = None
-
-        _standard_event = model_validator(mode="after")(check_epcis_event)
-
-    data_models: dict[str, type[BaseModel]] = {
-        EventType.FARM_PIGS_DISPATCHED.value: FarmPigsDispatched,
-        EventType.SLAUGHTER_PIGS_RECEIVED.value: SlaughterPigsReceived,
-        EventType.SLAUGHTER_ASF_TESTED.value: SlaughterAsfTested,
-        EventType.SLAUGHTER_BATCH_SLAUGHTERED.value: SlaughterBatchSlaughtered,
-        EventType.PRODUCE_HARVESTED.value: ProduceHarvested,
-        EventType.TRADE_SHIPPED.value: TradeShipped,
-        EventType.TRADE_RECEIVED.value: TradeReceived,
-        EventType.LOT_TESTED.value: LotTested,
-        EventType.RETAIL_SOLD.value: RetailSold,
-        EventType.LOT_DISPOSED.value: LotDisposed,
-        EventType.REGULATOR_LOT_HELD.value: RegulatorLotAction,
-        EventType.REGULATOR_LOT_RELEASED.value: RegulatorLotAction,
-        # -- cold chain (issue 14) --
-        EventType.IMPORT_CUSTOMS_CLEARED.value: ImportCustomsCleared,
-        EventType.IMPORT_DOCUMENTS_SUPPLIED.value: ImportDocumentsSupplied,
-        EventType.COLDSTORE_STORED_IN.value: ColdStoreMove,
-        EventType.COLDSTORE_RELEASED.value: ColdStoreMove,
-        EventType.LOT_TEMPERATURE_RECORDED.value: LotTemperatureRecorded,
-        EventType.EPCIS_EVENT.value: EpcisEventData,
-    }
-
-    class EnvelopeBase(Strict):
-        event_id: UUID
-        occurred_at: Time
-        operator: OperatorCode
-
-    class EpcisEnvelopeBase(EnvelopeBase):
-        _derived_from_the_hash = model_validator(mode="after")(check_epcis_envelope)
-
-    models: dict[str, type[BaseModel]] = {}
-    for event_type, data_model in data_models.items():
-        name = "".join(part.capitalize() for part in event_type.replace(".", "_").split("_")) + "Event"
-        models[event_type] = type(
-            name,
-            (EpcisEnvelopeBase if event_type == EventType.EPCIS_EVENT else EnvelopeBase,),
-            {
-                "__annotations__": {"event_type": Literal[event_type], "data": data_model},
-                "__module__": __name__,
-            },
-        )
-
-    # A union discriminated on event_type: an unknown type is one clear error, not twelve.
-    members = tuple(models.values())
-    union_type: Any = members[0]
-    for member in members[1:]:
-        union_type = union_type | member
-    union: Any = Annotated[union_type, Field(discriminator="event_type")]
-    event = TypeAdapter(union)
-    events = TypeAdapter(Annotated[list[union], Field(min_length=1, max_length=max_events)])
-    return Catalogue(patterns=p, event=event, events=events, models=models, data_models=data_models)
-
-
 # -- GS1 EPCIS 2.0: the checks of a captured event (docs/epcis.md) ----------------------------------------
 
 EPCIS_URIS = URIs()
@@ -418,7 +193,7 @@ def _epcis_problems(problems: list[Problem]) -> str:
     return f"not a valid EPCIS 2.0 event: {shown}{more}"
 
 
-def check_epcis_event(data: Any) -> Any:
+def check_epcis_event(data: EpcisEventData) -> EpcisEventData:
     """The data of an ``epcis.event``: an event the standard's schema accepts, whose lots the city can name
     (with the contract's default lot pattern: an LGTIN's city code is formed the same way everywhere)."""
     problems = epcis_schema.validate_event(data.event, data.context)
@@ -429,7 +204,7 @@ def check_epcis_event(data: Any) -> Any:
     return data
 
 
-def check_epcis_envelope(envelope: Any) -> Any:
+def check_epcis_envelope(envelope: EpcisEventEvent) -> EpcisEventEvent:
     """An ``epcis.event``'s id is derived from the CBV event hash, so that the same EPCIS event is one event
     however it is sent; and its ``occurred_at`` is the event's ``eventTime``."""
     event = envelope.data.event
@@ -446,9 +221,493 @@ def check_epcis_envelope(envelope: Any) -> Any:
     return envelope
 
 
-def epcis_hash(event: BaseModel) -> str:
-    data: Any = event.data  # type: ignore[attr-defined]
-    return epcis_hashing.event_hash(data.event, data.context)
+def epcis_hash(event: EpcisEventEvent) -> str:
+    return epcis_hashing.event_hash(event.data.event, event.data.context)
+
+
+# -- code patterns: settings, read from the validation context -------------------------------------------
+# The formats of operator, lot, farm... codes are settings (``TRACE_CODE_*``), the models are not: each code
+# field runs a check that takes its pattern from the ``CodePatterns`` in the validation context
+# (``context={"patterns": ...}``, what :class:`Catalogue` passes), or the contract defaults without one. The
+# match is pydantic-core's own regex engine, and a mismatch is the same ``string_pattern_mismatch`` error a
+# pattern constraint gives.
+
+DEFAULT_PATTERNS = CodePatterns()
+
+
+@lru_cache(maxsize=256)
+def _matcher(pattern: str) -> SchemaValidator:
+    return SchemaValidator(core_schema.str_schema(pattern=pattern))
+
+
+def patterns_of(info: ValidationInfo) -> CodePatterns:
+    """The code patterns a validation runs with: the context's, else the defaults."""
+    context = info.context
+    if isinstance(context, dict):
+        given = context.get("patterns")
+        if isinstance(given, CodePatterns):
+            return given
+    return DEFAULT_PATTERNS
+
+
+class CodeCheck:
+    """The after-validator of one kind of code (``CodePatterns`` field ``kind``)."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __call__(self, value: str, info: ValidationInfo) -> str:
+        pattern: str = getattr(patterns_of(info), self.kind)
+        if not _matcher(pattern).isinstance_python(value):
+            raise PydanticCustomError(
+                "string_pattern_mismatch", "String should match pattern '{pattern}'", {"pattern": pattern}
+            )
+        return value
+
+    def __repr__(self) -> str:
+        return f"CodeCheck({self.kind!r})"
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.with_info_after_validator_function(self, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # The contract's default pattern, unless the generator rendered a deployment's (contract/schemas.py).
+        rendered = handler.resolve_ref_schema(handler(schema))
+        rendered.setdefault("pattern", getattr(DEFAULT_PATTERNS, self.kind))
+        return rendered
+
+
+CODE_CHECKS: dict[str, CodeCheck] = {
+    kind: CodeCheck(kind) for kind in ("operator", "lot", "farm", "ear_tag", "region", "voucher", "certificate")
+}
+
+OperatorCode = Annotated[str, CODE_CHECKS["operator"]]
+# No check digit here: whether a 20-digit code is one the service issued depends on the issuers in the
+# database (contract section 1), so intake and worker check it after validation (lot_codes below).
+LotCode = Annotated[str, CODE_CHECKS["lot"], Field(description=LOT_CODE_DESCRIPTION)]
+FarmCode = Annotated[str, CODE_CHECKS["farm"], AfterValidator(check_farm_code)]
+EarTag = Annotated[str, CODE_CHECKS["ear_tag"], AfterValidator(check_ear_tag)]
+Region = Annotated[str, CODE_CHECKS["region"], AfterValidator(check_region)]
+Voucher = Annotated[str, CODE_CHECKS["voucher"]]
+Cert = Annotated[str, CODE_CHECKS["certificate"]]
+EarTags = Annotated[list[EarTag], Field(max_length=MAX_LIST)]
+
+
+# -- the data of each event type (contract section 3) ------------------------------------------------------
+
+
+class QuarantineCert(Strict):
+    number: Cert
+    kind: Literal["A", "B", "product"]
+    issued_at: Time
+    head_count: PositiveHead
+
+
+class FarmPigsDispatched(Strict):
+    lot: LotCode
+    farm_code: FarmCode
+    quarantine_cert: QuarantineCert
+    head_count: PositiveHead
+    ear_tags: EarTags
+    destination: OperatorCode
+    vehicle_plate: Plate | None = None
+    origin_region: Region
+
+
+class Owner(Strict):
+    code: Annotated[str, StringConstraints(min_length=1, max_length=40), _SAFE] | None = None
+    name: Text
+
+
+class SlaughterPigsReceived(Strict):
+    lot: LotCode
+    quarantine_cert_number: Cert
+    owner: Owner
+    farm_code: FarmCode | None = None
+    origin_region: Region
+    head_count: PositiveHead
+    dead_on_arrival: Head
+    ear_tags: EarTags
+    live_weight_kg: Kg
+    vehicle_plate: Plate | None = None
+    from_lot: LotCode | None = None
+
+
+class SlaughterAsfTested(Strict):
+    lot: LotCode
+    method: Literal["pcr", "strip"]
+    result: Literal["negative", "positive"]
+    sampled_at: Time
+
+
+class Output(Strict):
+    lot: LotCode
+    product_code: ProductCode
+    product_name: Text
+    weight_kg: Kg
+
+
+class SlaughterBatchSlaughtered(Strict):
+    lot: LotCode
+    head_count: PositiveHead
+    condemned_head: Head
+    quality_cert_number: Cert | None = None
+    product_quarantine_cert_number: Cert
+    outputs: Annotated[list[Output], Field(min_length=1, max_length=MAX_LIST)]
+
+
+class ProduceHarvested(Strict):
+    lot: LotCode
+    base_code: OperatorCode
+    product_code: ProductCode
+    product_name: Text
+    weight_kg: Kg
+    compliance_cert_number: Cert
+    origin_region: Region
+    harvested_at: Time
+
+
+class ShippedLine(Strict):
+    lot: LotCode
+    weight_kg: Kg
+    unit_price: Price | None = None
+
+
+class TradeShipped(Strict):
+    voucher_number: Voucher
+    buyer: OperatorCode
+    lines: Annotated[list[ShippedLine], Field(min_length=1, max_length=MAX_LIST)]
+    destination: Text | None = None
+
+
+class ReceivedLine(Strict):
+    lot: LotCode
+    from_lot: LotCode
+    weight_kg: Kg
+    product_code: ProductCode | None = None
+
+
+class Documents(Strict):
+    quarantine_cert_number: Cert | None = None
+    quality_cert_number: Cert | None = None
+    asf_report: Cert | None = None
+    compliance_cert_number: Cert | None = None
+    origin_proof_number: Cert | None = None
+
+
+class TradeReceived(Strict):
+    voucher_number: Voucher
+    seller: OperatorCode
+    lines: Annotated[list[ReceivedLine], Field(min_length=1, max_length=MAX_LIST)]
+    documents: Documents
+
+
+class LotTested(Strict):
+    lot: LotCode
+    test: Literal["pesticide_rapid", "ractopamine", "asf", "other"]
+    method: Text
+    value: Annotated[float, Field(ge=-1e9, le=1e9, allow_inf_nan=False)] | None = None
+    result: Literal["pass", "fail"]
+
+
+class RetailSold(Strict):
+    sale_code: LotCode
+    lot: LotCode
+    stall: StallLabel | None = None  # the stall as the market labels it (A区12号, A-12), not a code
+    weight_kg: Kg
+    unit_price: Price
+
+
+class LotDisposed(Strict):
+    lot: LotCode
+    weight_kg: Kg | None = None
+    head: PositiveHead | None = None
+    reason: LongText
+    notice_number: Cert | None = None
+
+
+class RegulatorLotAction(Strict):
+    lot: LotCode
+    reason: LongText
+    scope: Literal["lot", "downstream"]
+
+
+# -- cold chain: imported meat, cold stores, temperatures (issue 14) --
+
+
+class ImportCustomsCleared(Strict):
+    lot: LotCode
+    product_code: ProductCode
+    product_name: Text
+    weight_kg: Kg
+    storage: Literal["frozen", "chilled"]
+    customs_declaration_number: Cert  # 报关单号
+    inspection_cert_number: Cert | None = None  # 入境货物检验检疫证明
+    disinfection_cert_number: Cert | None = None  # 消毒证明
+    origin_country: Country
+    entry_port: Port
+
+
+class ImportDocumentsSupplied(Strict):
+    lot: LotCode
+    inspection_cert_number: Cert | None = None
+    disinfection_cert_number: Cert | None = None
+
+    _one_at_least = model_validator(mode="after")(some_certificate)
+
+
+class ColdStoreMove(Strict):
+    lot: LotCode
+    store: OperatorCode
+    weight_kg: Kg | None = None
+
+
+class Reading(Strict):
+    at: Time
+    celsius: Celsius
+
+
+class LotTemperatureRecorded(Strict):
+    lot: LotCode
+    readings: Annotated[list[Reading], Field(min_length=1, max_length=MAX_LIST)]
+    sensor: Text | None = None
+
+
+# -- GS1 EPCIS 2.0 (issue 14): one captured EPCIS event, as sent, with its document's @context --
+
+
+class EpcisEventData(Strict):
+    event: Annotated[dict[str, Any], Field(description="The EPCIS 2.0 event as captured (docs/epcis.md).")]
+    context: Any = None
+
+    _standard_event = model_validator(mode="after")(check_epcis_event)
+
+
+# -- the envelope (contract section 2): one class per event type ------------------------------------------
+# Field order is the canonical order (canonical_bytes): event_id, occurred_at, operator, event_type, data.
+
+
+class Envelope(Strict):
+    """What every event carries; each event type narrows ``event_type`` and ``data``."""
+
+    event_id: UUID
+    occurred_at: Time
+    operator: OperatorCode
+    event_type: str
+    data: Strict
+
+
+class FarmPigsDispatchedEvent(Envelope):
+    event_type: Literal["farm.pigs_dispatched"]
+    data: FarmPigsDispatched
+
+
+class SlaughterPigsReceivedEvent(Envelope):
+    event_type: Literal["slaughter.pigs_received"]
+    data: SlaughterPigsReceived
+
+
+class SlaughterAsfTestedEvent(Envelope):
+    event_type: Literal["slaughter.asf_tested"]
+    data: SlaughterAsfTested
+
+
+class SlaughterBatchSlaughteredEvent(Envelope):
+    event_type: Literal["slaughter.batch_slaughtered"]
+    data: SlaughterBatchSlaughtered
+
+
+class ProduceHarvestedEvent(Envelope):
+    event_type: Literal["produce.harvested"]
+    data: ProduceHarvested
+
+
+class TradeShippedEvent(Envelope):
+    event_type: Literal["trade.shipped"]
+    data: TradeShipped
+
+
+class TradeReceivedEvent(Envelope):
+    event_type: Literal["trade.received"]
+    data: TradeReceived
+
+
+class LotTestedEvent(Envelope):
+    event_type: Literal["lot.tested"]
+    data: LotTested
+
+
+class RetailSoldEvent(Envelope):
+    event_type: Literal["retail.sold"]
+    data: RetailSold
+
+
+class LotDisposedEvent(Envelope):
+    event_type: Literal["lot.disposed"]
+    data: LotDisposed
+
+
+class RegulatorLotHeldEvent(Envelope):
+    event_type: Literal["regulator.lot_held"]
+    data: RegulatorLotAction
+
+
+class RegulatorLotReleasedEvent(Envelope):
+    event_type: Literal["regulator.lot_released"]
+    data: RegulatorLotAction
+
+
+class ImportCustomsClearedEvent(Envelope):
+    event_type: Literal["import.customs_cleared"]
+    data: ImportCustomsCleared
+
+
+class ImportDocumentsSuppliedEvent(Envelope):
+    event_type: Literal["import.documents_supplied"]
+    data: ImportDocumentsSupplied
+
+
+class ColdstoreStoredInEvent(Envelope):
+    event_type: Literal["coldstore.stored_in"]
+    data: ColdStoreMove
+
+
+class ColdstoreReleasedEvent(Envelope):
+    event_type: Literal["coldstore.released"]
+    data: ColdStoreMove
+
+
+class LotTemperatureRecordedEvent(Envelope):
+    event_type: Literal["lot.temperature_recorded"]
+    data: LotTemperatureRecorded
+
+
+class EpcisEventEvent(Envelope):
+    event_type: Literal["epcis.event"]
+    data: EpcisEventData
+
+    _derived_from_the_hash = model_validator(mode="after")(check_epcis_envelope)
+
+
+Event = (
+    FarmPigsDispatchedEvent
+    | SlaughterPigsReceivedEvent
+    | SlaughterAsfTestedEvent
+    | SlaughterBatchSlaughteredEvent
+    | ProduceHarvestedEvent
+    | TradeShippedEvent
+    | TradeReceivedEvent
+    | LotTestedEvent
+    | RetailSoldEvent
+    | LotDisposedEvent
+    | RegulatorLotHeldEvent
+    | RegulatorLotReleasedEvent
+    | ImportCustomsClearedEvent
+    | ImportDocumentsSuppliedEvent
+    | ColdstoreStoredInEvent
+    | ColdstoreReleasedEvent
+    | LotTemperatureRecordedEvent
+    | EpcisEventEvent
+)
+"""Any event of the contract; ``match`` on the classes (or ``isinstance``) narrows ``data``."""
+
+_BY_TYPE: dict[EventType, type[Envelope]] = {
+    EventType.FARM_PIGS_DISPATCHED: FarmPigsDispatchedEvent,
+    EventType.SLAUGHTER_PIGS_RECEIVED: SlaughterPigsReceivedEvent,
+    EventType.SLAUGHTER_ASF_TESTED: SlaughterAsfTestedEvent,
+    EventType.SLAUGHTER_BATCH_SLAUGHTERED: SlaughterBatchSlaughteredEvent,
+    EventType.PRODUCE_HARVESTED: ProduceHarvestedEvent,
+    EventType.TRADE_SHIPPED: TradeShippedEvent,
+    EventType.TRADE_RECEIVED: TradeReceivedEvent,
+    EventType.LOT_TESTED: LotTestedEvent,
+    EventType.RETAIL_SOLD: RetailSoldEvent,
+    EventType.LOT_DISPOSED: LotDisposedEvent,
+    EventType.REGULATOR_LOT_HELD: RegulatorLotHeldEvent,
+    EventType.REGULATOR_LOT_RELEASED: RegulatorLotReleasedEvent,
+    EventType.IMPORT_CUSTOMS_CLEARED: ImportCustomsClearedEvent,
+    EventType.IMPORT_DOCUMENTS_SUPPLIED: ImportDocumentsSuppliedEvent,
+    EventType.COLDSTORE_STORED_IN: ColdstoreStoredInEvent,
+    EventType.COLDSTORE_RELEASED: ColdstoreReleasedEvent,
+    EventType.LOT_TEMPERATURE_RECORDED: LotTemperatureRecordedEvent,
+    EventType.EPCIS_EVENT: EpcisEventEvent,
+}
+# The envelope model and the data model of each event type, keyed by the event_type of the JSON.
+MODELS: dict[str, type[Envelope]] = {t.value: model for t, model in _BY_TYPE.items()}
+
+
+def _data_model(model: type[Envelope]) -> type[BaseModel]:
+    data = model.model_fields["data"].annotation
+    assert isinstance(data, type)
+    assert issubclass(data, BaseModel)
+    return data
+
+
+DATA_MODELS: dict[str, type[BaseModel]] = {t: _data_model(model) for t, model in MODELS.items()}
+
+# A union discriminated on event_type: an unknown type is one clear error, not eighteen.
+EventUnion = Annotated[Event, Field(discriminator="event_type")]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(EventUnion)
+
+
+@lru_cache(maxsize=8)
+def events_adapter(max_events: int) -> TypeAdapter[list[Event]]:
+    """The validator of a batch of 1 to ``max_events`` events (a setting)."""
+    return TypeAdapter(Annotated[list[EventUnion], Field(min_length=1, max_length=max_events)])
+
+
+class Validator(Generic[V]):
+    """A module-level TypeAdapter, validating with one configuration of code patterns."""
+
+    __slots__ = ("_adapter", "_context")
+
+    def __init__(self, adapter: TypeAdapter[V], patterns: CodePatterns) -> None:
+        self._adapter = adapter
+        self._context = {"patterns": patterns}
+
+    @property
+    def adapter(self) -> TypeAdapter[V]:
+        return self._adapter
+
+    def validate_json(self, data: str | bytes | bytearray, /, **kwargs: Any) -> V:
+        return self._adapter.validate_json(data, context=self._context, **kwargs)
+
+    def validate_python(self, value: Any, /, **kwargs: Any) -> V:
+        return self._adapter.validate_python(value, context=self._context, **kwargs)
+
+    def json_schema(self, **kwargs: Any) -> dict[str, Any]:
+        return self._adapter.json_schema(**kwargs)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The validators of one configuration of code patterns: the module-level models and adapters, with the
+    patterns passed as validation context. Nothing here makes a type."""
+
+    patterns: CodePatterns
+    event: Validator[Event]
+    events: Validator[list[Event]]
+    models: dict[str, type[Envelope]]
+    data_models: dict[str, type[BaseModel]]
+
+    def validate_model(self, model: type[M], data: str | bytes | bytearray) -> M:
+        """Validate one contract model's JSON with this catalogue's patterns."""
+        return model.model_validate_json(data, context={"patterns": self.patterns})
+
+
+def build_catalogue(patterns: CodePatterns | None = None, max_events: int = 1000) -> Catalogue:
+    """The envelope validators for these code patterns (the defaults without)."""
+    p = patterns or DEFAULT_PATTERNS
+    return Catalogue(
+        patterns=p,
+        event=Validator(EVENT_ADAPTER, p),
+        events=Validator(events_adapter(max_events), p),
+        models=MODELS,
+        data_models=DATA_MODELS,
+    )
 
 
 # -- the lot codes an event names ---------------------------------------------------------------------
@@ -478,7 +737,7 @@ LOT_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def lot_codes(event: BaseModel) -> list[tuple[str, str]]:
+def lot_codes(event: Envelope) -> list[tuple[str, str]]:
     """(field, code) for every lot code a validated event names, the field as the client wrote it
     (``data.lines.0.from_lot``)."""
     found: list[tuple[str, str]] = []
@@ -494,17 +753,58 @@ def lot_codes(event: BaseModel) -> list[tuple[str, str]]:
         else:
             walk(getattr(node, parts[0]), parts[1:], f"{where}.{parts[0]}")
 
-    for path in LOT_FIELDS[event.event_type]:  # type: ignore[attr-defined]
-        walk(event.data, path.split("."), "data")  # type: ignore[attr-defined]
-    if event.event_type == EventType.EPCIS_EVENT:  # type: ignore[attr-defined]
-        data: Any = event.data  # type: ignore[attr-defined]
-        found += [("data.event", code) for code in epcis_effects(data).lots_named]
+    for path in LOT_FIELDS[event.event_type]:
+        walk(event.data, path.split("."), "data")
+    if isinstance(event, EpcisEventEvent):
+        found += [("data.event", code) for code in epcis_effects(event.data).lots_named]
     return found
 
 
-def epcis_effects(data: Any, lot_pattern: str | None = None) -> epcis_mapping.Effects:
+def epcis_effects(data: EpcisEventData, lot_pattern: str | None = None) -> epcis_mapping.Effects:
     """What a captured EPCIS event does to the graph (its lot pattern was checked at validation)."""
-    return epcis_mapping.effects(data.event, EPCIS_URIS, lot_pattern or CodePatterns().lot)
+    return epcis_mapping.effects(data.event, EPCIS_URIS, lot_pattern or DEFAULT_PATTERNS.lot)
+
+
+# -- checks that intake and worker share ---------------------------------------------------------------
+
+
+def in_future(event: Envelope, *, now: datetime, skew_seconds: int) -> bool:
+    """Whether an event's occurred_at lies more than the allowed skew ahead of the server clock (contract
+    section 2); the API answers 422, the worker makes it a dead letter ``invalid_event``."""
+    return event.occurred_at > now + timedelta(seconds=skew_seconds)
+
+
+@dataclass(frozen=True)
+class IssuedCodeSuspect:
+    """A lot code under the 20-digit issued-code format that fails its check: a dead letter or a 422 when its
+    first 6 digits are the sequence of an issuer of this service (only the database knows)."""
+
+    index: int  # the event's position in its batch
+    field: str
+    code: str
+    problem: str
+    issuer_seq: int
+
+
+def issued_code_suspects(events: Sequence[Envelope]) -> list[IssuedCodeSuspect]:
+    """The pure part of the issued-code check (contract section 1), shared by intake and worker."""
+    suspects: list[IssuedCodeSuspect] = []
+    for i, event in enumerate(events):
+        for field, code in lot_codes(event):
+            problem = issued_code_problem(code)
+            seq = issuer_prefix(code)
+            if problem is not None and seq is not None:
+                suspects.append(IssuedCodeSuspect(i, field, code, problem, seq))
+    return suspects
+
+
+def in_future_detail(skew_seconds: int) -> dict[str, Any]:
+    """The ``details`` item of an event that :func:`in_future` refuses."""
+    return {
+        "field": "occurred_at",
+        "type": "in_future",
+        "message": f"occurred_at lies more than {skew_seconds} s in the future",
+    }
 
 
 # -- canonical form ----------------------------------------------------------------------------------

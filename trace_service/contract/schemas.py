@@ -1,6 +1,6 @@
 """JSON Schema (2020-12) documents of the event envelope and of every event type, for integrators.
 
-The documents are generated from the contract models (:func:`build_catalogue`), never written by hand,
+The documents are generated from the contract models (:mod:`trace_service.contract.events`), never written by hand,
 and committed under ``schemas/``; ``trace-service schemas --check`` and a test catch drift. Checks that
 pydantic runs as Python functions are translated here: the province prefix of region codes, farm codes
 and ear tags becomes an extra ``pattern``; the three-decimal limit on weights and prices cannot be
@@ -20,12 +20,15 @@ from pydantic_core import core_schema
 
 from trace_service.contract.codes import (
     PROVINCE_PREFIXES,
+    CodePatterns,
     check_ear_tag,
     check_farm_code,
     check_region,
 )
 from trace_service.contract.events import (
+    CODE_CHECKS,
     Catalogue,
+    CodeCheck,
     EventType,
     _not_china,
     _three_decimals,
@@ -194,11 +197,18 @@ _AFTER_VALIDATORS: dict[Callable[..., Any], Callable[[JsonSchemaValue], JsonSche
 
 
 class ContractSchemaGenerator(GenerateJsonSchema):
-    """pydantic's generator, plus what the contract's custom checks and strict times mean in JSON Schema."""
+    """pydantic's generator, plus what the contract's custom checks and strict times mean in JSON Schema.
+
+    A code field's check (:class:`~trace_service.contract.events.CodeCheck`) is its ``pattern``: that of
+    ``patterns`` (the contract defaults here; :func:`generator_for` a deployment's)."""
+
+    patterns: CodePatterns = CodePatterns()
 
     def function_after_schema(self, schema: core_schema.AfterValidatorFunctionSchema) -> JsonSchemaValue:
         inner = super().function_after_schema(schema)
         function = schema["function"]["function"]
+        if isinstance(function, CodeCheck) and CODE_CHECKS.get(function.kind) is function:
+            return {**inner, "pattern": getattr(self.patterns, function.kind)}
         annotate = _AFTER_VALIDATORS.get(function)
         if annotate is None:
             raise ValueError(
@@ -222,6 +232,19 @@ class ContractSchemaGenerator(GenerateJsonSchema):
         return {**super().uuid_schema(schema), "pattern": UUID_PATTERN}
 
 
+_GENERATORS: dict[CodePatterns, type[ContractSchemaGenerator]] = {CodePatterns(): ContractSchemaGenerator}
+
+
+def generator_for(patterns: CodePatterns) -> type[ContractSchemaGenerator]:
+    """The schema generator that renders these code patterns (one per configuration, kept)."""
+    found = _GENERATORS.get(patterns)
+    if found is None:
+        found = _GENERATORS[patterns] = type(
+            "ContractSchemaGenerator", (ContractSchemaGenerator,), {"patterns": patterns}
+        )
+    return found
+
+
 def _document(name: str, title: str, description: str, schema: JsonSchemaValue) -> dict[str, Any]:
     return {
         "$schema": DIALECT,
@@ -234,7 +257,8 @@ def _document(name: str, title: str, description: str, schema: JsonSchemaValue) 
 
 def generate_schemas(catalogue: Catalogue) -> dict[str, dict[str, Any]]:
     """Every schema document, keyed by its file name relative to the ``schemas/`` folder."""
-    envelope = catalogue.event.json_schema(mode="validation", schema_generator=ContractSchemaGenerator)
+    generator = generator_for(catalogue.patterns)
+    envelope = catalogue.event.json_schema(mode="validation", schema_generator=generator)
     documents = {
         ENVELOPE_FILE: _document(
             ENVELOPE_FILE,
@@ -251,7 +275,7 @@ def generate_schemas(catalogue: Catalogue) -> dict[str, dict[str, Any]]:
         title, summary = EVENT_DOCS[event_type]
         name = f"events/{event_type}.schema.json"
         model = catalogue.models[event_type]
-        schema = model.model_json_schema(mode="validation", schema_generator=ContractSchemaGenerator)
+        schema = model.model_json_schema(mode="validation", schema_generator=generator)
         documents[name] = _document(name, title, f"{summary} Unknown fields are rejected. {NOT_EXPRESSED}", schema)
     return documents
 

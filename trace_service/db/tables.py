@@ -191,6 +191,11 @@ class Lot(SQLModel, table=True):
     kg_created: Decimal = Field(sa_column=sa.Column(KG, nullable=False, server_default="0"))
     head_created: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
     kg_sold: Decimal = Field(sa_column=sa.Column(KG, nullable=False, server_default="0"))
+    # Running sums kept by the deltas of each batch's new rows (migration 0017): trade edges in, shipment lines,
+    # confirmed intake edges out (head). kg_sold above is the sum of the sale edges out, kept the same way.
+    kg_traded_in: Decimal = Field(sa_column=sa.Column(KG, nullable=False, server_default="0"))
+    kg_shipped: Decimal = Field(sa_column=sa.Column(KG, nullable=False, server_default="0"))
+    head_intake_out: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
     # pork | produce, inherited down the graph like the product; and the slaughter time of pork.
     category: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     slaughtered_at: datetime | None = Field(default=None, sa_column=sa.Column(TZ, nullable=True))

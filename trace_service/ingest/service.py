@@ -8,11 +8,11 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,15 +21,19 @@ from trace_service.access.models import Principal, Role
 from trace_service.access.scopes import Scopes, require_events
 from trace_service.alerts import repository as alerts_repo
 from trace_service.chain import ownership
-from trace_service.chain import repository as chain_repo
+from trace_service.chain import writes as chain_repo
 from trace_service.codes import service as codes
 from trace_service.contract.events import (
     Catalogue,
+    Event,
     canonical_bytes,
     describe_errors,
     fingerprint,
+    in_future,
+    in_future_detail,
     unstorable_strings,
 )
+from trace_service.db.uow import unit_of_work
 from trace_service.errors import (
     BadRequest,
     Conflict,
@@ -60,7 +64,7 @@ class Accepted:
 
 @dataclass
 class Prepared:
-    events: list[BaseModel]
+    events: list[Event]
     canonical: list[bytes]
     hashes: list[bytes]
     batch: bool = False  # the body was an array: details carry an index
@@ -95,18 +99,13 @@ class IntakeService:
                 message = f"send between 1 and {self._settings.max_events_per_request} events"
                 raise InvalidInput(message, details=details) from None
             raise InvalidInput("the events are not valid; nothing was accepted", details=details) from None
-        events: list[BaseModel] = parsed if batch else [parsed]
+        events: list[Event] = parsed if isinstance(parsed, list) else [parsed]
 
-        limit = now + timedelta(seconds=self._settings.future_skew_seconds)
+        skew = self._settings.future_skew_seconds
         late = [
-            {
-                "index": i,
-                "field": "occurred_at",
-                "type": "in_future",
-                "message": f"occurred_at lies more than {self._settings.future_skew_seconds} s in the future",
-            }
+            {"index": i, **in_future_detail(skew)}
             for i, ev in enumerate(events)
-            if ev.occurred_at > limit  # type: ignore[attr-defined]
+            if in_future(ev, now=now, skew_seconds=skew)
         ]
         if late:
             if not batch:
@@ -121,7 +120,7 @@ class IntakeService:
         keep: list[int] = []
         clashes = []
         for i, ev in enumerate(events):
-            eid = ev.event_id  # type: ignore[attr-defined]
+            eid = ev.event_id
             first = seen.get(eid)
             if first is None:
                 seen[eid] = i
@@ -160,8 +159,8 @@ class IntakeService:
         async with self._slots:
             prepared = self.parse(body, now=datetime.now(UTC))
             events = prepared.events
-            ids = [ev.event_id for ev in events]  # type: ignore[attr-defined]
-            operators = [ev.operator for ev in events]  # type: ignore[attr-defined]
+            ids = [ev.event_id for ev in events]
+            operators = [ev.operator for ev in events]
 
             try:
                 async with self._engine.connect() as conn:
@@ -191,7 +190,7 @@ class IntakeService:
                 )
             ]
             try:
-                async with self._engine.begin() as conn:
+                async with unit_of_work(self._engine) as conn:
                     added = await repo.record_intake(conn, topic, entries)
             except (OperationalError, InterfaceError, OSError) as exc:
                 raise self._db_down(exc) from exc
@@ -208,7 +207,7 @@ class IntakeService:
 
     async def _forget(self, ids: list[uuid.UUID]) -> None:
         try:
-            async with self._engine.begin() as conn:
+            async with unit_of_work(self._engine) as conn:
                 await repo.forget_intake(conn, ids)
         except (DBAPIError, OSError) as exc:
             # The rows stay and the redeliverer produces them later: the events are applied although
@@ -223,16 +222,16 @@ class IntakeService:
             details = [({"index": i} if prepared.batch else {}) | item for i in sorted(found) for item in found[i]]
             raise InvalidInput("the events are not valid; nothing was accepted", details=details)
 
-    async def _authorize(self, conn: Any, principal: Principal, events: Sequence[BaseModel]) -> None:
+    async def _authorize(self, conn: Any, principal: Principal, events: Sequence[Event]) -> None:
         problems = []
         if not principal.is_staff:
             for i, ev in enumerate(events):
-                if ev.event_type.startswith(STAFF_ONLY_PREFIX):  # type: ignore[attr-defined]
+                if ev.event_type.startswith(STAFF_ONLY_PREFIX):
                     problems.append({"index": i, "field": "event_type", "message": "only regulators post this"})
             scope = await access.reporting_scope(conn, principal)
             assert scope is not None
             for i, ev in enumerate(events):
-                op = ev.operator  # type: ignore[attr-defined]
+                op = ev.operator
                 status = scope.get(op)
                 if status is None:
                     problems.append(
@@ -249,7 +248,7 @@ class IntakeService:
         if not principal.is_staff:
             await self._check_holders(conn, scope or {}, events)
 
-    async def _check_holders(self, conn: Any, scope: dict[str, str], events: Sequence[BaseModel]) -> None:
+    async def _check_holders(self, conn: Any, scope: dict[str, str], events: Sequence[Event]) -> None:
         """Contract section 7 where the API can already tell: a lot held by an operator this key does not report
         for (403 ``not_holder``), a code held by another operator (409 ``lot_taken``). Lots with no holder yet
         are the worker's to decide, whatever order the events arrive in."""
@@ -267,7 +266,7 @@ class IntakeService:
             elif verdict.ok:
                 for claim in ownership.claims(ev):
                     if claim.creates:
-                        held.setdefault(claim.code, ev.operator)  # type: ignore[attr-defined]
+                        held.setdefault(claim.code, ev.operator)
         if not_holder:
             raise Forbidden(
                 "these events speak about lots this key's operators do not hold; nothing was accepted",
@@ -319,7 +318,7 @@ class IntakeService:
         alerts = raised.get(event_id, [])
         if principal.role == Role.DEPARTMENT:
             alerts = alerts if Scopes.of(principal).alerts else []
-            async with self._engine.begin() as conn:
+            async with unit_of_work(self._engine) as conn:
                 await sharing.record_audit(
                     conn, actor=principal.key_id, role=principal.role.value, action="read",
                     subject=f"/v1/events/{event_id}", count=1,

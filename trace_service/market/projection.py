@@ -12,14 +12,19 @@ name them), where a row whose product is not known yet waits until it is.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
-
+from trace_service.contract.events import (
+    Event,
+    RetailSoldEvent,
+    SlaughterBatchSlaughteredEvent,
+    TradeReceivedEvent,
+)
 from trace_service.contract.events import EventType as T
 
 LIVE_PIG = "PIG-LIVE"
@@ -53,47 +58,65 @@ def _dec(value: float) -> Decimal:
     return Decimal(str(value))
 
 
-def plan(events: list[BaseModel], tz: ZoneInfo) -> list[Contribution]:
+# -- the market effect of each event type (the market column of trace_service/effects.HOMES) ---------------
+
+
+def trade_received(ev: TradeReceivedEvent, tz: ZoneInfo) -> list[Contribution]:
+    day, hour = local_slot(ev.occurred_at, tz)
+    return [
+        Contribution(
+            ev.event_id,
+            seq,
+            ev.operator,
+            day,
+            hour,
+            line.product_code,
+            lookup=line.from_lot,
+            alt_lookup=line.lot,  # a received lot inherits its product from upstream
+            kg_received=_dec(line.weight_kg),
+        )
+        for seq, line in enumerate(ev.data.lines)
+    ]
+
+
+def retail_sold(ev: RetailSoldEvent, tz: ZoneInfo) -> list[Contribution]:
+    d = ev.data
+    day, hour = local_slot(ev.occurred_at, tz)
+    kg = _dec(d.weight_kg)
+    return [
+        Contribution(
+            ev.event_id,
+            0,
+            ev.operator,
+            day,
+            hour,
+            None,
+            lookup=d.lot,
+            alt_lookup=d.sale_code,
+            kg_sold=kg,
+            sales_amount=kg * _dec(d.unit_price),
+            sale_count=1,
+        )
+    ]
+
+
+def slaughter_batch_slaughtered(ev: SlaughterBatchSlaughteredEvent, tz: ZoneInfo) -> list[Contribution]:
+    day, hour = local_slot(ev.occurred_at, tz)
+    return [Contribution(ev.event_id, 0, ev.operator, day, hour, LIVE_PIG, head=ev.data.head_count)]
+
+
+# The event types that add to the market figures; the others add nothing.
+MARKET: dict[str, Callable[[Any, ZoneInfo], list[Contribution]]] = {
+    T.TRADE_RECEIVED: trade_received,
+    T.RETAIL_SOLD: retail_sold,
+    T.SLAUGHTER_BATCH_SLAUGHTERED: slaughter_batch_slaughtered,
+}
+
+
+def plan(events: Sequence[Event], tz: ZoneInfo) -> list[Contribution]:
     rows: list[Contribution] = []
     for ev in events:
-        et: str = ev.event_type  # type: ignore[attr-defined]
-        d: Any = ev.data  # type: ignore[attr-defined]
-        eid: uuid.UUID = ev.event_id  # type: ignore[attr-defined]
-        op: str = ev.operator  # type: ignore[attr-defined]
-        day, hour = local_slot(ev.occurred_at, tz)  # type: ignore[attr-defined]
-
-        if et == T.TRADE_RECEIVED:
-            for seq, line in enumerate(d.lines):
-                rows.append(
-                    Contribution(
-                        eid,
-                        seq,
-                        op,
-                        day,
-                        hour,
-                        line.product_code,
-                        lookup=line.from_lot,
-                        alt_lookup=line.lot,  # a received lot inherits its product from upstream
-                        kg_received=_dec(line.weight_kg),
-                    )
-                )
-        elif et == T.RETAIL_SOLD:
-            kg = _dec(d.weight_kg)
-            rows.append(
-                Contribution(
-                    eid,
-                    0,
-                    op,
-                    day,
-                    hour,
-                    None,
-                    lookup=d.lot,
-                    alt_lookup=d.sale_code,
-                    kg_sold=kg,
-                    sales_amount=kg * _dec(d.unit_price),
-                    sale_count=1,
-                )
-            )
-        elif et == T.SLAUGHTER_BATCH_SLAUGHTERED:
-            rows.append(Contribution(eid, 0, op, day, hour, LIVE_PIG, head=d.head_count))
+        effect = MARKET.get(ev.event_type)
+        if effect is not None:
+            rows += effect(ev, tz)
     return rows

@@ -19,20 +19,20 @@ from __future__ import annotations
 import functools
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trace_service.access.models import Principal
 from trace_service.access.scopes import MARKET, require_flag
 from trace_service.alerts import repository as alerts_repo
 from trace_service.alerts.models import Finding, alert_id
+from trace_service.contract.events import Event
 from trace_service.errors import InvalidInput
 from trace_service.market import emergency, projection, rules
 from trace_service.market import repository as repo
@@ -103,7 +103,7 @@ def _backs(t: MarketThresholds) -> list[int]:
 
 async def apply(
     conn: AsyncConnection,
-    events: list[BaseModel],
+    events: Sequence[Event],
     settings: Settings,
     *,
     now: datetime | None = None,

@@ -16,18 +16,19 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import segno
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trace_service.access import service as access
-from trace_service.access.http import CurrentSettings, get_engine, unit_of_work
+from trace_service.access.http import CurrentSettings, ReadOnly, get_engine, unit_of_work
 from trace_service.access.models import Role
 from trace_service.alerts import service as alerts
 from trace_service.alerts.endpoints import AlertId, Note, alert_event_stream
 from trace_service.alerts.service import AlertStream
-from trace_service.chain.endpoints import Code
-from trace_service.chain.service import ChainService
+from trace_service.chain import endpoints as chain_endpoints
+from trace_service.chain.endpoints import Code, ReadEngine
+from trace_service.chain.service import VIEWS, ChainService
 from trace_service.contract.events import storable_text
 from trace_service.errors import DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
 from trace_service.market import service as market
@@ -130,8 +131,9 @@ async def lookup(
 async def consumer_trace(
     code: str,
     settings: CurrentSettings,
-    conn: UnitOfWork,
+    conn: ReadOnly,
     lang: Annotated[str | None, Query(max_length=10)] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """What a consumer sees for the code on a receipt or label: server-rendered, no script needed."""
     language = views.parse_lang(lang)
@@ -143,16 +145,29 @@ async def consumer_trace(
         query = f"?lang={language}" if lang is not None else ""
         return RedirectResponse(public_path(settings, f"/t/{quote(canonical)}{query}"), status_code=301)
     try:
-        view = await ChainService(conn).public(code)
+        found = await ChainService(conn).public_view(code)
     except NotFound:
         return _not_found(settings, code, language)
-    return templates.render(
-        "trace.html",
-        lang=language,
-        t=lambda key: views.text(key, language),
-        switch=_lang_links(language),
-        page=views.consumer_page(view, language, hotline=_hotline(settings, language)),
+    # The page of a version in a language is rendered once (the hotline is the process's setting); its ETag is
+    # the view's, per language.
+    cache = chain_endpoints.cache_headers(found, f"-{language}")
+    if chain_endpoints.not_modified(found, if_none_match, f"-{language}"):
+        return Response(status_code=304, headers={**templates.SECURITY_HEADERS, **cache})
+    body = VIEWS.rendered(
+        found.etag,
+        f"page-{language}",
+        lambda: (
+            templates.environment()
+            .get_template("trace.html")
+            .render(
+                lang=language,
+                t=lambda key: views.text(key, language),
+                switch=_lang_links(language),
+                page=views.consumer_page(found.view, language, hotline=_hotline(settings, language)),
+            )
+        ),
     )
+    return HTMLResponse(body, headers={**templates.SECURITY_HEADERS, **cache})
 
 
 @router.get("/t/{code}/qr.svg")
@@ -403,14 +418,9 @@ async def console_recall(code: Lot, current: ConsoleSession, conn: UnitOfWork) -
 
 
 @router.get("/console/api/lots/{code}/recall.csv")
-async def console_recall_csv(code: Lot, current: ConsoleSession, conn: UnitOfWork) -> Response:
-    service = ChainService(conn)
-    result = await service.recall(current.principal, code)
-    return Response(
-        "\ufeff" + service.recall_csv(result),  # the BOM makes spreadsheet programs read UTF-8 Chinese
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="recall-{code}.csv"', "Cache-Control": "no-store"},
-    )
+async def console_recall_csv(code: Lot, current: ConsoleSession, conn: ReadOnly, engine: ReadEngine) -> Response:
+    rows = await ChainService(conn).recall_csv(current.principal, code, engine.connect)
+    return chain_endpoints.recall_csv_response(rows, code, **{"Cache-Control": "no-store"})
 
 
 @router.get("/console/api/supply")

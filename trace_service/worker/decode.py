@@ -5,13 +5,22 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from trace_service.contract.events import Catalogue, canonical_bytes, describe_errors, fingerprint, unstorable_strings
+from trace_service.contract.events import (
+    Catalogue,
+    Event,
+    canonical_bytes,
+    describe_errors,
+    fingerprint,
+    in_future,
+    unstorable_strings,
+)
+from trace_service.contract.signing import Claim
 
 
 @dataclass(frozen=True)
@@ -38,7 +47,7 @@ class Actor:
 @dataclass
 class Decoded:
     position: Position
-    event: BaseModel
+    event: Event
     canonical: bytes
     sha256: bytes
     source: str
@@ -46,6 +55,10 @@ class Decoded:
     raw: bytes
     headers: list[tuple[str, bytes]]
     actor: Actor | None = None  # set by authn.authenticate before anything is applied
+    # Read by authn.ApiMark before the batch's transaction (no I/O): the headers' claim, and whether the API's own
+    # HMAC over this key and value was verified with this worker's secret. authn.authenticate trusts nothing else.
+    claim: Claim | str | None = None
+    api_verified: bool = False
 
 
 @dataclass
@@ -106,7 +119,7 @@ def decode(
             operator=operator,
             headers=list(headers or []),
         )
-    if event.occurred_at > now + timedelta(seconds=future_skew_seconds):
+    if in_future(event, now=now, skew_seconds=future_skew_seconds):
         return Dead(
             position=position,
             key=key,
@@ -143,8 +156,8 @@ def refused(
         code=code,
         message=message,
         details=details or [],
-        event_id=item.event.event_id if identified else None,  # type: ignore[attr-defined]
-        operator=item.event.operator if identified else None,  # type: ignore[attr-defined]
+        event_id=item.event.event_id if identified else None,
+        operator=item.event.operator if identified else None,
         headers=item.headers,
     )
 

@@ -19,6 +19,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from trace_service.db.uow import unit_of_work
 from trace_service.ingest import repository as ledger
 from trace_service.settings import Settings
 
@@ -61,7 +62,7 @@ async def redeliver_forgotten(
     if not await caught_up(consumer, settings.worker_max_records):
         return 0
     after = settings.redeliver_after_seconds
-    async with engine.begin() as conn:
+    async with unit_of_work(engine) as conn:
         await ledger.retire_rejected(conn, after_seconds=after)
         due = await ledger.claim_due(
             conn, after_seconds=after, cap_seconds=max(BACKOFF_CAP_SECONDS, after), limit=BATCH

@@ -45,10 +45,10 @@ async def insert_events(conn: AsyncConnection, items: Sequence[Decoded]) -> set[
     result = await conn.exec_driver_sql(
         _INSERT_EVENTS,
         (
-            [e.event_id for e in ev],  # type: ignore[attr-defined]
-            [e.event_type for e in ev],  # type: ignore[attr-defined]
-            [e.occurred_at for e in ev],  # type: ignore[attr-defined]
-            [e.operator for e in ev],  # type: ignore[attr-defined]
+            [e.event_id for e in ev],
+            [e.event_type for e in ev],
+            [e.occurred_at for e in ev],
+            [e.operator for e in ev],
             [i.canonical.decode() for i in items],
             [i.sha256 for i in items],
             [i.source for i in items],
@@ -169,8 +169,8 @@ async def park(conn: AsyncConnection, items: Sequence[tuple[Decoded, list[str]]]
             [d.position.topic for d, _ in items],
             [d.position.partition for d, _ in items],
             [d.position.offset for d, _ in items],
-            [d.event.event_id for d, _ in items],  # type: ignore[attr-defined]
-            [d.event.operator for d, _ in items],  # type: ignore[attr-defined]
+            [d.event.event_id for d, _ in items],
+            [d.event.operator for d, _ in items],
             [d.key for d, _ in items],
             [d.raw for d, _ in items],
             [_headers_json(d.headers) for d, _ in items],

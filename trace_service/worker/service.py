@@ -16,9 +16,10 @@ from trace_service.alerts import repository as alerts_repo
 from trace_service.alerts import rules
 from trace_service.alerts.models import Finding
 from trace_service.chain import ownership, projection
-from trace_service.chain import repository as chain
+from trace_service.chain import writes as chain
 from trace_service.codes import service as codes
 from trace_service.contract.events import Catalogue
+from trace_service.db.uow import unit_of_work
 from trace_service.epcis import store as epcis_store
 from trace_service.market import service as market
 from trace_service.settings import Settings
@@ -75,7 +76,7 @@ async def judge_ownership(
     the refused ones (``not_holder``, ``lot_taken``) with their alerts. Events are taken in batch order, so a
     lot created earlier in the batch has its holder for the events after it."""
     held = await chain.holders(conn, ownership.codes_of(d.event for d in items))
-    senders = {d.event.operator for d in items}  # type: ignore[attr-defined]
+    senders = {d.event.operator for d in items}
     lineage = await access_repo.ancestry(conn, sorted(set(held.values()) | senders))
     kept: list[Decoded] = []
     waiting: list[tuple[Decoded, list[str]]] = []
@@ -83,7 +84,7 @@ async def judge_ownership(
     findings: list[Finding] = []
     for item in items:
         actor = item.actor
-        roots = actor.roots if actor is not None else (item.event.operator,)  # type: ignore[attr-defined]
+        roots = actor.roots if actor is not None else (item.event.operator,)
         verdict = ownership.judge(
             item.event,
             held,
@@ -99,7 +100,7 @@ async def judge_ownership(
             kept.append(item)
             for claim in ownership.claims(item.event):
                 if claim.creates:
-                    held.setdefault(claim.code, item.event.operator)  # type: ignore[attr-defined]
+                    held.setdefault(claim.code, item.event.operator)
             # A lot handed on earlier in the batch (EPCIS shipping) is the new holder's for the events after it.
             for code, holder in ownership.custody_passes(item.event):
                 held[code] = holder
@@ -123,9 +124,17 @@ async def refuse_misissued(conn: AsyncConnection, items: Sequence[Decoded]) -> t
 
 
 def plan(
-    catalogue: Catalogue, records: Sequence[Record], *, future_skew_seconds: int
+    catalogue: Catalogue,
+    records: Sequence[Record],
+    *,
+    future_skew_seconds: int,
+    mark: authn.ApiMark | None = None,
 ) -> tuple[list[Decoded], list[Dead]]:
-    """Decode a batch: the messages that are events, and the dead letters of the rest."""
+    """Decode a batch: the messages that are events, and the dead letters of the rest. Pure: no I/O, so the
+    worker runs it for the next batch while the current batch's transaction runs.
+
+    With ``mark``, each event's claim is read and the API's HMAC verified here too (see authn.ApiMark).
+    """
     now = datetime.now(UTC)
     good: list[Decoded] = []
     dead: list[Dead] = []
@@ -142,6 +151,8 @@ def plan(
         if isinstance(item, Dead):
             dead.append(item)
         else:
+            if mark is not None:
+                mark.check(item)
             good.append(item)
     return good, dead
 
@@ -154,7 +165,7 @@ def dedupe(items: Sequence[Decoded]) -> tuple[list[Decoded], list[Dead]]:
     good: dict[uuid.UUID, Decoded] = {}
     dead: list[Dead] = []
     for item in items:
-        event_id: uuid.UUID = item.event.event_id  # type: ignore[attr-defined]
+        event_id: uuid.UUID = item.event.event_id
         first = good.get(event_id)
         if first is None:
             good[event_id] = item
@@ -170,10 +181,16 @@ async def apply_batch(
     *,
     future_skew_seconds: int,
     settings: Settings,
+    planned: tuple[Sequence[Decoded], Sequence[Dead]] | None = None,
 ) -> BatchOutcome:
-    decoded, dead = plan(catalogue, records, future_skew_seconds=future_skew_seconds)
+    """Apply ``records`` in one transaction. ``planned``: what :func:`plan` made of exactly these records,
+    decoded ahead of the transaction (the worker's loop); decoded here otherwise."""
+    if planned is None:
+        decoded, dead = plan(catalogue, records, future_skew_seconds=future_skew_seconds)
+    else:
+        decoded, dead = list(planned[0]), list(planned[1])
     outcome = BatchOutcome()
-    async with engine.begin() as conn:
+    async with unit_of_work(engine) as conn:
         from_park = [(r.topic, r.partition, r.offset) for r in records if r.parked]
         await repo.unpark(conn, from_park)
         # Who sent each message (contract section 8); unsigned or unauthorized messages become dead letters,
@@ -194,21 +211,20 @@ async def apply_batch(
         await chain.ensure_lots(conn, [c for _, codes in waiting for c in codes])  # upstream_missing watches them
         outcome.parked = len(waiting)
         new_ids = await repo.insert_events(conn, decoded)
-        repeats = [d for d in decoded if d.event.event_id not in new_ids]  # type: ignore[attr-defined]
+        repeats = [d for d in decoded if d.event.event_id not in new_ids]
         if repeats:
-            stored = await repo.stored_fingerprints(conn, [d.event.event_id for d in repeats])  # type: ignore[attr-defined]
+            stored = await repo.stored_fingerprints(conn, [d.event.event_id for d in repeats])
             for item in repeats:
-                if stored.get(item.event.event_id) == item.sha256:  # type: ignore[attr-defined]
+                if stored.get(item.event.event_id) == item.sha256:
                     outcome.duplicates += 1
                 else:
                     dead.append(conflicting(item))
         await repo.clear_intake(
             conn,
-            [d.event.event_id for d in decoded]  # type: ignore[attr-defined]
-            + [d.event_id for d in refused + misissued if d.event_id is not None],
+            [d.event.event_id for d in decoded] + [d.event_id for d in refused + misissued if d.event_id is not None],
         )
         # Only events stored for the first time change the graph: a redelivered batch is a no-op.
-        fresh = [d.event for d in decoded if d.event.event_id in new_ids]  # type: ignore[attr-defined]
+        fresh = [d.event for d in decoded if d.event.event_id in new_ids]
         graph_plan = projection.plan(fresh)
         applied = await chain.apply_plan(conn, graph_plan)
         outcome.lots_touched = len(applied.touched)
@@ -236,9 +252,9 @@ async def apply_batch(
         # The shared stream last: its lock is held from here to the commit (sharing/repository.py).
         await sharing.append(
             conn,
-            event_ids=[ev.event_id for ev in fresh],  # type: ignore[attr-defined]
+            event_ids=[ev.event_id for ev in fresh],
             market_cells=market_cells,
         )
-    outcome.applied = [d.event.event_id for d in decoded if d.event.event_id in new_ids]  # type: ignore[attr-defined]
+    outcome.applied = [d.event.event_id for d in decoded if d.event.event_id in new_ids]
     outcome.dead = dead
     return outcome

@@ -1,9 +1,11 @@
-"""SQL of the trace graph: applying a projection plan (set-based, per batch) and walking lineage."""
+"""The write side of the lot store: applying a batch's projection plan with set-based SQL, the holders of codes
+(contract section 7), and the unresolved lots a batch names. The read side is ``chain/reads.py``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -11,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trace_service.chain import ownership
 from trace_service.chain.projection import Creation, Plan
+from trace_service.chain.sql import Columns, found, walk
 
 # -- applying a plan ---------------------------------------------------------------------------------
 
@@ -31,7 +34,15 @@ SELECT l.id, l.code FROM lots l JOIN wanted w ON w.code = l.code
 # inherits from its one parent when that parent is already stored. Edges and facts of the same batch are
 # recomputed afterwards as for any lot; a lot that turns out right is not written again. Codes taken
 # already (seen before, or by a concurrent worker) are not returned and go the general way below.
-_INSERT_CREATED = """
+# The columns of a creation, by the fields of ``projection.Creation`` (documents as JSON text).
+_CREATION = dict(  # noqa: C408  (names as keywords, like Columns.of)
+    kind="text", product_code="text", product_name="text", holder="text", created_at="timestamptz", event_id="uuid",
+    event_type="text", kg="numeric", head="int", origin_region="text", documents="jsonb", category="text",
+    slaughtered_at="timestamptz",
+)  # fmt: skip
+_CREATED = Columns.of("c", code="text", **_CREATION, parent="text")
+
+_INSERT_CREATED = f"""
 INSERT INTO lots AS l (code, kind, product_code, product_name, holder, created_at, created_by_event, creator_type,
                        kg_created, head_created, origin_region, documents, category, slaughtered_at,
                        kg_in, head_in, kg_out, status)
@@ -43,10 +54,7 @@ SELECT c.code, c.kind,
        CASE WHEN inherits AND c.parent IS NOT NULL THEN p.slaughtered_at ELSE c.slaughtered_at END,
        c.kg, c.head, CASE WHEN c.kind = 'sale' THEN c.kg ELSE 0 END,
        CASE WHEN c.kind = 'sale' AND c.kg > 0 THEN 'exhausted' ELSE 'active' END
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::uuid[], $8::text[],
-            $9::numeric[], $10::int[], $11::text[], $12::jsonb[], $13::text[], $14::timestamptz[], $15::text[])
-     AS c(code, kind, product_code, product_name, holder, created_at, event_id, event_type, kg, head, origin_region,
-          documents, category, slaughtered_at, parent)
+FROM {_CREATED.unnest()}
 CROSS JOIN LATERAL (SELECT c.kind IN ('received', 'sale') AS inherits) i
 LEFT JOIN lots p ON p.code = c.parent
 ORDER BY c.code
@@ -56,17 +64,16 @@ RETURNING id, code
 
 # The earliest (occurred_at, event_id) among the events that claim to create a code wins, whatever
 # the order they arrive in.
-_CREATE = """
+_RECREATED = Columns.of("c", id="bigint", **_CREATION)
+
+_CREATE = f"""
 UPDATE lots l SET
     kind = c.kind, product_code = c.product_code, product_name = c.product_name, holder = c.holder,
     created_at = c.created_at, created_by_event = c.event_id, creator_type = c.event_type,
     kg_created = c.kg, head_created = c.head, origin_region = c.origin_region, documents = c.documents,
     category = COALESCE(c.category, l.category), slaughtered_at = COALESCE(c.slaughtered_at, l.slaughtered_at),
     updated_at = now()
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::uuid[],
-            $8::text[], $9::numeric[], $10::int[], $11::text[], $12::jsonb[], $13::text[], $14::timestamptz[])
-     AS c(id, kind, product_code, product_name, holder, created_at, event_id, event_type, kg, head, origin_region,
-          documents, category, slaughtered_at)
+FROM {_RECREATED.unnest()}
 WHERE l.id = c.id
   AND (l.created_by_event IS NULL
        OR (l.holder = c.holder AND (c.created_at, c.event_id) < (l.created_at, l.created_by_event)))
@@ -87,13 +94,23 @@ class OwnershipRace(Exception):
 
 _LOTS_BY_CODE = "SELECT id, code FROM lots WHERE code = ANY($1::text[])"
 
-_EDGES = """
-INSERT INTO edges (parent_id, child_id, event_id, kg, head, kind, voucher_key, pending)
-SELECT e.*, e.kind IN ('trade', 'intake')
-FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::numeric[], $5::int[], $6::text[], $7::text[])
-     AS e(parent_id, child_id, event_id, kg, head, kind, voucher_key)
-ORDER BY 1, 2, 3
+_EDGE = Columns.of(
+    "e",
+    parent_id="bigint",
+    child_id="bigint",
+    event_id="uuid",
+    kg="numeric",
+    head="int",
+    kind="text",
+    voucher_key="text",
+)
+_EDGES = f"""
+INSERT INTO edges ({_EDGE.names}, pending)
+SELECT {_EDGE.names}, e.kind IN ('trade', 'intake')
+FROM {_EDGE.unnest()}
+ORDER BY parent_id, child_id, event_id
 ON CONFLICT DO NOTHING
+RETURNING parent_id, child_id, kind, kg, head, pending
 """
 
 # A buyer's link to the seller's lot is confirmed once the seller's shipment on that voucher lists the lot
@@ -114,54 +131,64 @@ UPDATE edges e SET pending = false
 FROM lots p, lots c
 WHERE e.pending AND e.kind = 'intake' AND (e.parent_id = ANY($1::bigint[]) OR e.child_id = ANY($1::bigint[]))
   AND p.id = e.parent_id AND c.id = e.child_id AND p.documents->>'destination' = c.holder
-RETURNING e.parent_id, e.child_id
+RETURNING e.parent_id, e.child_id, e.head
 """
 
-_FACTS = """
-INSERT INTO lot_facts (lot_id, event_id, fact, result, occurred_at, data)
-SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::jsonb[])
-ON CONFLICT DO NOTHING
+_FACT = Columns.of(
+    "f", lot_id="bigint", event_id="uuid", fact="text", result="text", occurred_at="timestamptz", data="jsonb"
+)
+_FACTS = f"INSERT INTO lot_facts ({_FACT.names}) SELECT {_FACT.names} FROM {_FACT.unnest()} ON CONFLICT DO NOTHING"
+
+_SHIPMENT = Columns.of(
+    "s", event_id="uuid", seller="text", voucher_number="text", buyer="text", destination="text",
+    occurred_at="timestamptz",
+)  # fmt: skip
+_SHIPMENTS = f"""
+INSERT INTO shipments ({_SHIPMENT.names}) SELECT {_SHIPMENT.names} FROM {_SHIPMENT.unnest()} ON CONFLICT DO NOTHING
 """
 
-_SHIPMENTS = """
-INSERT INTO shipments (event_id, seller, voucher_number, buyer, destination, occurred_at)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+_SHIPMENT_LINE = Columns.of(
+    "s", event_id="uuid", lot_id="bigint", voucher_key="text", kg="numeric", unit_price="numeric"
+)
+_SHIPMENT_LINES = f"""
+INSERT INTO shipment_lines ({_SHIPMENT_LINE.names}) SELECT {_SHIPMENT_LINE.names} FROM {_SHIPMENT_LINE.unnest()}
 ON CONFLICT DO NOTHING
-"""
-
-_SHIPMENT_LINES = """
-INSERT INTO shipment_lines (event_id, lot_id, voucher_key, kg, unit_price)
-SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::numeric[], $5::numeric[])
-ON CONFLICT DO NOTHING
+RETURNING lot_id, kg
 """
 
 # A sale code printed twice: the earliest sale keeps it, whatever the arrival order.
-_SALES = """
-INSERT INTO sales (sale_lot_id, lot_id, seller, stall, kg, unit_price, sold_at, event_id)
-SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::numeric[], $6::numeric[],
-                     $7::timestamptz[], $8::uuid[])
+_SALE = Columns.of(
+    "s", sale_lot_id="bigint", lot_id="bigint", seller="text", stall="text", kg="numeric", unit_price="numeric",
+    sold_at="timestamptz", event_id="uuid",
+)  # fmt: skip
+_SALES = f"""
+INSERT INTO sales ({_SALE.names}) SELECT {_SALE.names} FROM {_SALE.unnest()}
 ON CONFLICT (sale_lot_id) DO UPDATE SET
     lot_id = excluded.lot_id, seller = excluded.seller, stall = excluded.stall, kg = excluded.kg,
     unit_price = excluded.unit_price, sold_at = excluded.sold_at, event_id = excluded.event_id
 WHERE (excluded.sold_at, excluded.event_id) < (sales.sold_at, sales.event_id)
 """
 
-_CERTIFICATES = """
-INSERT INTO pig_certificates (number, event_id, lot_id, kind, head_count, issued_at)
-SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::text[], $5::int[], $6::timestamptz[])
+_CERTIFICATE = Columns.of(
+    "c", number="text", event_id="uuid", lot_id="bigint", kind="text", head_count="int", issued_at="timestamptz"
+)
+_CERTIFICATES = f"""
+INSERT INTO pig_certificates ({_CERTIFICATE.names}) SELECT {_CERTIFICATE.names} FROM {_CERTIFICATE.unnest()}
 ON CONFLICT DO NOTHING
 """
 
-_CLAIMS = """
-INSERT INTO certificate_claims (event_id, number, batch_lot_id, head, from_lot_given, operator, occurred_at)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::int[], $5::bool[], $6::text[], $7::timestamptz[])
-ON CONFLICT DO NOTHING
+_CLAIM = Columns.of(
+    "c", event_id="uuid", number="text", batch_lot_id="bigint", head="int", from_lot_given="bool", operator="text",
+    occurred_at="timestamptz",
+)  # fmt: skip
+_CLAIMS = f"""
+INSERT INTO certificate_claims ({_CLAIM.names}) SELECT {_CLAIM.names} FROM {_CLAIM.unnest()} ON CONFLICT DO NOTHING
 """
 
-_EAR_TAGS = """
-INSERT INTO ear_tags (tag, event_id, lot_id, role)
-SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::text[])
-ORDER BY 1, 2
+_EAR_TAG = Columns.of("t", tag="text", event_id="uuid", lot_id="bigint", role="text")
+_EAR_TAGS = f"""
+INSERT INTO ear_tags ({_EAR_TAG.names}) SELECT {_EAR_TAG.names} FROM {_EAR_TAG.unnest()}
+ORDER BY tag, event_id
 ON CONFLICT DO NOTHING
 """
 
@@ -169,10 +196,10 @@ ON CONFLICT DO NOTHING
 
 # One row per lot, instant and reporting event: a reading re-sent in another event is another row (the
 # rules read them ordered by time).
-_TEMPERATURES = """
-INSERT INTO lot_temperatures (lot_id, at, event_id, celsius)
-SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::uuid[], $4::numeric[])
-ORDER BY 1, 2, 3
+_TEMPERATURE = Columns.of("t", lot_id="bigint", at="timestamptz", event_id="uuid", celsius="numeric")
+_TEMPERATURES = f"""
+INSERT INTO lot_temperatures ({_TEMPERATURE.names}) SELECT {_TEMPERATURE.names} FROM {_TEMPERATURE.unnest()}
+ORDER BY lot_id, at, event_id
 ON CONFLICT DO NOTHING
 """
 
@@ -260,13 +287,9 @@ WHERE c.id = s.id AND (c.stop_inherited IS DISTINCT FROM s.inherited OR c.stoppe
 RETURNING c.id
 """
 
-_DESCENDANTS = """
-WITH RECURSIVE walk(id, depth) AS (
-    SELECT unnest($1::bigint[]), 0
-    UNION
-    SELECT e.child_id, w.depth + 1 FROM walk w JOIN edges e ON e.parent_id = w.id WHERE w.depth < $2
-)
-SELECT DISTINCT id FROM walk
+_DESCENDANTS = f"""
+WITH RECURSIVE {walk("down", "down", "SELECT unnest($1::bigint[]), 0", max_depth="$2")}, {found("down")}
+SELECT id FROM found
 """
 
 _LOCK = "SELECT id FROM lots WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
@@ -277,27 +300,52 @@ _LOCK_PASSES = """
 SELECT id, stop_down OR stop_inherited FROM lots WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
 """
 
-# Quantities and status from the stored edges and facts: sums and maxima over sets, so the result
-# does not depend on the order in which the events arrived. Each lot's sums are index probes of its own
-# rows (edges by parent and by child, its shipment lines, its facts): the cost follows the lots touched,
-# not the size of the graph. A lot whose figures did not change is not rewritten.
+# The running sums of edges and shipment lines grow by the rows a batch inserted (or, for intakes, confirmed):
+# ``ON CONFLICT DO NOTHING … RETURNING`` and ``UPDATE … WHERE pending`` return a row once however often it is
+# sent, and sums commute, so the sums do not depend on the order in which the events arrived. One row per lot.
+_SUMS = Columns.of(
+    "d", id="bigint", kg_traded_in="numeric", kg_sold="numeric", kg_shipped="numeric", head_intake_out="int"
+)
+_ADD_SUMS = f"""
+UPDATE lots l SET kg_traded_in = l.kg_traded_in + d.kg_traded_in, kg_sold = l.kg_sold + d.kg_sold,
+                  kg_shipped = l.kg_shipped + d.kg_shipped, head_intake_out = l.head_intake_out + d.head_intake_out
+FROM {_SUMS.unnest()}
+WHERE l.id = d.id
+"""
+
+
+@dataclass
+class _Sums:
+    """What a batch's new rows add to one lot's running sums."""
+
+    id: int
+    kg_traded_in: Decimal = Decimal(0)
+    kg_sold: Decimal = Decimal(0)
+    kg_shipped: Decimal = Decimal(0)
+    head_intake_out: int = 0
+
+
+# Quantities and status: the running sums above, the creation (which may arrive after its edges), and the lot's
+# facts (sums and maxima over sets, so the result does not depend on the order in which the events arrived; a
+# lot has few facts). The cost follows the lots touched, not their edges. A lot whose figures did not change is
+# not rewritten.
 _RECOMPUTE = """
 WITH t AS (SELECT DISTINCT unnest($1::bigint[]) AS id),
 calc AS (
     SELECT l.id,
-           l.kg_created + COALESCE(ei.kg_trade, 0) AS kg_in,
+           l.kg_created + l.kg_traded_in AS kg_in,
            l.head_created AS head_in,
-           COALESCE(eo.kg_sold, 0) AS kg_sold,
+           l.kg_sold,
            -- a sale leaves with the consumer at once: nothing of it is on hand anywhere. What left on a
            -- voucher is what the seller shipped: a buyer's receipt never moves quantity out of the seller's
            -- lot (contract section 7).
            CASE WHEN l.kind = 'sale' THEN l.kg_created ELSE 0 END
-             + COALESCE(eo.kg_sold, 0) + COALESCE(sh.kg, 0)
+             + l.kg_sold + l.kg_shipped
              + COALESCE(f.kg_disposed, 0)
              + CASE WHEN COALESCE(f.head_slaughtered, 0) > 0 AND l.head_created > 0
                     THEN round(l.kg_created * LEAST(1, f.head_slaughtered::numeric / l.head_created), 3)
                     ELSE 0 END AS kg_out,
-           COALESCE(eo.head_intake, 0) + COALESCE(f.head_slaughtered, 0) + COALESCE(f.head_disposed, 0) AS head_out,
+           l.head_intake_out + COALESCE(f.head_slaughtered, 0) + COALESCE(f.head_disposed, 0) AS head_out,
            l.created_by_event IS NULL AS unresolved,
            COALESCE(f.last_stop IS NOT NULL AND (f.last_release IS NULL OR f.last_stop > f.last_release), false)
                AS stop_own,
@@ -307,15 +355,6 @@ calc AS (
            l.stop_inherited,
            COALESCE(f.disposed, false) AS disposed
     FROM t JOIN lots l ON l.id = t.id
-    LEFT JOIN LATERAL (
-        SELECT sum(e.kg) FILTER (WHERE e.kind = 'sale') AS kg_sold,
-               sum(e.head) FILTER (WHERE e.kind = 'intake' AND NOT e.pending) AS head_intake
-        FROM edges e WHERE e.parent_id = l.id
-    ) eo ON true
-    LEFT JOIN LATERAL (
-        SELECT sum(e.kg) AS kg_trade FROM edges e WHERE e.child_id = l.id AND e.kind = 'trade'
-    ) ei ON true
-    LEFT JOIN LATERAL (SELECT sum(s.kg) AS kg FROM shipment_lines s WHERE s.lot_id = l.id) sh ON true
     LEFT JOIN LATERAL (
         SELECT sum((f.data->>'weight_kg')::numeric) FILTER (WHERE f.fact = 'disposed') AS kg_disposed,
                sum((f.data->>'head')::int) FILTER (WHERE f.fact = 'disposed') AS head_disposed,
@@ -375,25 +414,6 @@ def _earliest(creations: Iterable[Creation]) -> list[Creation]:
     return list(best.values())
 
 
-def _creation_columns(creations: Sequence[Creation]) -> list[list[Any]]:
-    """The columns of ``_INSERT_CREATED`` and ``_CREATE`` after the lot (code or id), in their order."""
-    return [
-        [c.kind for c in creations],
-        [c.product_code for c in creations],
-        [c.product_name for c in creations],
-        [c.holder for c in creations],
-        [c.created_at for c in creations],
-        [c.event_id for c in creations],
-        [c.event_type for c in creations],
-        [c.kg for c in creations],
-        [c.head for c in creations],
-        [c.origin_region for c in creations],
-        [_json(c.documents) for c in creations],
-        [c.category for c in creations],
-        [c.slaughtered_at for c in creations],
-    ]
-
-
 def _sole_parents(plan: Plan) -> dict[str, str]:
     """The one parent (by a trade or sale edge of this batch) of each lot that has exactly one."""
     found: dict[str, set[str]] = {}
@@ -425,7 +445,7 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
         sole = _sole_parents(plan)
         rows = await conn.exec_driver_sql(
             _INSERT_CREATED,
-            ([c.code for c in creations], *_creation_columns(creations), [sole.get(c.code) for c in creations]),
+            _CREATED.params(creations, documents=lambda c: _json(c.documents), parent=lambda c: sole.get(c.code)),
         )
         ids.update((r[1], r[0]) for r in _rows(rows))
     rest = plan.codes.difference(ids)
@@ -444,116 +464,49 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
     older = [c for c in creations if c.code in rest]
     if older:
         await conn.exec_driver_sql(
-            _CREATE,
-            ([ids[c.code] for c in older], *_creation_columns(older)),
+            _CREATE, _RECREATED.params(older, id=lambda c: ids[c.code], documents=lambda c: _json(c.documents))
         )
         taken = _rows(
             await conn.exec_driver_sql(_TAKEN_MEANWHILE, ([c.code for c in older], [c.holder for c in older]))
         )
         if taken:
             raise OwnershipRace(f"created meanwhile by another holder: {', '.join(sorted(r[0] for r in taken))}")
+    lot = {"lot_id": lambda x: ids[x.lot]}
+    sums: dict[int, _Sums] = {}
+
+    def add(lot_id: int) -> _Sums:
+        return sums.setdefault(lot_id, _Sums(lot_id))
+
     if plan.edges:
-        e = plan.edges
-        await conn.exec_driver_sql(
-            _EDGES,
-            (
-                [ids[x.parent] for x in e],
-                [ids[x.child] for x in e],
-                [x.event_id for x in e],
-                [x.kg for x in e],
-                [x.head for x in e],
-                [x.kind for x in e],
-                [x.voucher_key for x in e],
-            ),
+        inserted = await conn.exec_driver_sql(
+            _EDGES, _EDGE.params(plan.edges, parent_id=lambda x: ids[x.parent], child_id=lambda x: ids[x.child])
         )
+        for parent, child, kind, kg, head, pending in _rows(inserted):
+            if kind == "trade" and kg is not None:
+                add(child).kg_traded_in += kg
+            elif kind == "sale" and kg is not None:
+                add(parent).kg_sold += kg
+            elif kind == "intake" and not pending and head is not None:
+                add(parent).head_intake_out += head
     if plan.facts:
-        f = plan.facts
-        await conn.exec_driver_sql(
-            _FACTS,
-            (
-                [ids[x.lot] for x in f],
-                [x.event_id for x in f],
-                [x.fact for x in f],
-                [x.result for x in f],
-                [x.occurred_at for x in f],
-                [_json(x.data) for x in f],
-            ),
-        )
+        await conn.exec_driver_sql(_FACTS, _FACT.params(plan.facts, **lot, data=lambda x: _json(x.data)))
     if plan.shipments:
-        s = plan.shipments
-        await conn.exec_driver_sql(
-            _SHIPMENTS,
-            (
-                [x.event_id for x in s],
-                [x.seller for x in s],
-                [x.voucher_number for x in s],
-                [x.buyer for x in s],
-                [x.destination for x in s],
-                [x.occurred_at for x in s],
-            ),
-        )
+        await conn.exec_driver_sql(_SHIPMENTS, _SHIPMENT.params(plan.shipments))
     if plan.shipment_lines:
-        sl = plan.shipment_lines
-        await conn.exec_driver_sql(
-            _SHIPMENT_LINES,
-            (
-                [x.event_id for x in sl],
-                [ids[x.lot] for x in sl],
-                [x.voucher_key for x in sl],
-                [x.kg for x in sl],
-                [x.unit_price for x in sl],
-            ),
-        )
+        shipped = await conn.exec_driver_sql(_SHIPMENT_LINES, _SHIPMENT_LINE.params(plan.shipment_lines, **lot))
+        for lot_id, kg in _rows(shipped):
+            add(lot_id).kg_shipped += kg
     if plan.sales:
-        sa_ = plan.sales
-        await conn.exec_driver_sql(
-            _SALES,
-            (
-                [ids[x.sale_code] for x in sa_],
-                [ids[x.lot] for x in sa_],
-                [x.seller for x in sa_],
-                [x.stall for x in sa_],
-                [x.kg for x in sa_],
-                [x.unit_price for x in sa_],
-                [x.sold_at for x in sa_],
-                [x.event_id for x in sa_],
-            ),
-        )
+        await conn.exec_driver_sql(_SALES, _SALE.params(plan.sales, sale_lot_id=lambda x: ids[x.sale_code], **lot))
     numbers: set[str] = set()
     if plan.certificates:
-        c = plan.certificates
-        await conn.exec_driver_sql(
-            _CERTIFICATES,
-            (
-                [x.number for x in c],
-                [x.event_id for x in c],
-                [ids[x.lot] for x in c],
-                [x.kind for x in c],
-                [x.head_count for x in c],
-                [x.issued_at for x in c],
-            ),
-        )
-        numbers.update(x.number for x in c)
+        await conn.exec_driver_sql(_CERTIFICATES, _CERTIFICATE.params(plan.certificates, **lot))
+        numbers.update(x.number for x in plan.certificates)
     if plan.claims:
-        cl = plan.claims
-        await conn.exec_driver_sql(
-            _CLAIMS,
-            (
-                [x.event_id for x in cl],
-                [x.number for x in cl],
-                [ids[x.batch_lot] for x in cl],
-                [x.head for x in cl],
-                [x.from_lot_given for x in cl],
-                [x.operator for x in cl],
-                [x.occurred_at for x in cl],
-            ),
-        )
-        numbers.update(x.number for x in cl)
+        await conn.exec_driver_sql(_CLAIMS, _CLAIM.params(plan.claims, batch_lot_id=lambda x: ids[x.batch_lot]))
+        numbers.update(x.number for x in plan.claims)
     if plan.ear_tags:
-        et = plan.ear_tags
-        await conn.exec_driver_sql(
-            _EAR_TAGS, ([x.tag for x in et], [x.event_id for x in et], [ids[x.lot] for x in et], [x.role for x in et])
-        )
+        await conn.exec_driver_sql(_EAR_TAGS, _EAR_TAG.params(plan.ear_tags, **lot))
     vouchers = sorted(
         {x.voucher_key for x in plan.edges if x.voucher_key} | {x.voucher_key for x in plan.shipment_lines}
     )
@@ -571,6 +524,8 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
         confirmed = await conn.exec_driver_sql(_CONFIRM_INTAKES, (sorted(touched),))
         for r in _rows(confirmed):
             touched.update((r[0], r[1]))
+            if r[2] is not None:
+                add(r[0]).head_intake_out += r[2]
 
     # Products flow down to received lots that did not name one, however many generations arrived
     # before their ancestors did.
@@ -583,14 +538,12 @@ async def apply_plan(conn: AsyncConnection, plan: Plan) -> Applied:
         given = parents = sorted(changed)
 
     if plan.temperatures:
-        tr = plan.temperatures
-        await conn.exec_driver_sql(
-            _TEMPERATURES,
-            ([ids[x.lot] for x in tr], [x.at for x in tr], [x.event_id for x in tr], [x.celsius for x in tr]),
-        )
+        await conn.exec_driver_sql(_TEMPERATURES, _TEMPERATURE.params(plan.temperatures, **lot))
 
     order = sorted(touched)
     before = {r[0]: r[1] for r in _rows(await conn.exec_driver_sql(_LOCK_PASSES, (order,)))}
+    if sums:  # after the lock: every lot here is touched, and locked in id order
+        await conn.exec_driver_sql(_ADD_SUMS, _SUMS.params([sums[i] for i in sorted(sums)]))
     await conn.exec_driver_sql(_RECOMPUTE, (order,))
     stop_changed = await _propagate_stops(conn, order, before)
     # Custody, like status, from the stored facts: only a batch with custody facts, or one that created a code
@@ -621,225 +574,6 @@ async def _propagate_stops(conn: AsyncConnection, touched: list[int], before: di
             break
     await conn.exec_driver_sql(_RECOMPUTE, (sorted(set(flipped) | below),))
     return set(flipped) | below
-
-
-# -- reading -----------------------------------------------------------------------------------------
-
-_LOT_BY_CODE = "SELECT id FROM lots WHERE code = $1"
-
-_WALK = {
-    "up": """
-        WITH RECURSIVE walk(id, depth) AS (
-            SELECT $1::bigint, 0
-            UNION
-            SELECT e.parent_id, w.depth + 1 FROM walk w JOIN edges e ON e.child_id = w.id
-            WHERE w.depth < $2 AND NOT e.pending
-        )
-        SELECT id, min(depth) AS depth FROM walk GROUP BY id
-    """,
-    "down": """
-        WITH RECURSIVE walk(id, depth) AS (
-            SELECT $1::bigint, 0
-            UNION
-            SELECT e.child_id, w.depth + 1 FROM walk w JOIN edges e ON e.parent_id = w.id WHERE w.depth < $2
-        )
-        SELECT id, min(depth) AS depth FROM walk GROUP BY id
-    """,
-}
-
-_LOAD_LOTS = """
-SELECT l.id, l.code, l.kind, l.product_code, l.product_name, l.holder, o.name AS holder_name, o.kind AS holder_kind,
-       o.parent AS holder_parent, l.status, l.kg_in, l.kg_out, l.kg_sold, l.head_in, l.head_out, l.created_at,
-       l.created_by_event, l.creator_type, l.origin_region, l.documents::text AS documents
-FROM lots l LEFT JOIN operators o ON o.code = l.holder
-WHERE l.id = ANY($1::bigint[])
-"""
-
-_LOAD_EVENTS = """
-SELECT event_id, event_type, occurred_at, operator, recorded_at
-FROM events WHERE event_id = ANY($1::uuid[])
-ORDER BY occurred_at, event_id
-"""
-
-_LOAD_FACTS = """
-SELECT l.code AS lot, f.fact, f.result, f.occurred_at, f.event_id, f.data::text AS data
-FROM lot_facts f JOIN lots l ON l.id = f.lot_id
-WHERE f.lot_id = ANY($1::bigint[])
-ORDER BY f.occurred_at, f.event_id
-"""
-
-_HELD_IN_SCOPE = """
-WITH RECURSIVE walk(id, depth) AS (
-    SELECT $1::bigint, 0
-    UNION
-    SELECT e.child_id, w.depth + 1 FROM walk w JOIN edges e ON e.parent_id = w.id
-    WHERE w.depth < $2 AND NOT e.pending
-)
-SELECT EXISTS (SELECT 1 FROM walk JOIN lots l ON l.id = walk.id WHERE l.holder = ANY($3::text[]))
-"""
-
-
-async def lot_id(conn: AsyncConnection, code: str) -> int | None:
-    row = (await conn.exec_driver_sql(_LOT_BY_CODE, (code,))).first()
-    return int(row[0]) if row else None
-
-
-async def walk(conn: AsyncConnection, root: int, direction: str, max_depth: int) -> dict[int, int]:
-    """Lot ids reachable from ``root`` (``up`` to ancestors, ``down`` to descendants) with their depth."""
-    found: dict[int, int] = {}
-    for way in ("up", "down") if direction == "both" else (direction,):
-        for r in _rows(await conn.exec_driver_sql(_WALK[way], (root, max_depth))):
-            found[r[0]] = min(r[1], found.get(r[0], r[1]))
-    return found
-
-
-async def load_lots(conn: AsyncConnection, ids: Sequence[int]) -> list[dict[str, Any]]:
-    rows = await conn.exec_driver_sql(_LOAD_LOTS, (list(ids),))
-    out = []
-    for r in rows.mappings():
-        d = dict(r)
-        d["documents"] = orjson.loads(d["documents"]) if d["documents"] else {}
-        out.append(d)
-    return out
-
-
-async def load_events(conn: AsyncConnection, event_ids: Sequence[Any]) -> list[dict[str, Any]]:
-    if not event_ids:
-        return []
-    return [dict(r) for r in (await conn.exec_driver_sql(_LOAD_EVENTS, (list(event_ids),))).mappings()]
-
-
-async def load_facts(conn: AsyncConnection, ids: Sequence[int]) -> list[dict[str, Any]]:
-    out = []
-    for r in (await conn.exec_driver_sql(_LOAD_FACTS, (list(ids),))).mappings():
-        d = dict(r)
-        d["data"] = orjson.loads(d["data"])
-        out.append(d)
-    return out
-
-
-async def feeds_scope(conn: AsyncConnection, root: int, scope: Sequence[str], max_depth: int) -> bool:
-    """Is the lot, or any lot made from it, held by one of these operators?"""
-    row = (await conn.exec_driver_sql(_HELD_IN_SCOPE, (root, max_depth, list(scope)))).first()
-    return bool(row and row[0])
-
-
-# -- lineage as one statement --------------------------------------------------------------------------
-# The walk and the loading of what it found run in one round trip, and Postgres renders the JSON the
-# API answers with: the service adds nothing per row.
-
-_WALKS = """
-WITH RECURSIVE
-up(id, depth) AS (
-    SELECT l.id, 0 FROM lots l WHERE l.code = $1::text AND $3::text IN ('up', 'both')
-    UNION
-    SELECT e.parent_id, u.depth + 1 FROM up u JOIN edges e ON e.child_id = u.id
-    WHERE u.depth < $2 AND NOT (e.pending AND $4::bool)
-),
-down(id, depth) AS (
-    SELECT l.id, 0 FROM lots l WHERE l.code = $1::text AND $3::text IN ('down', 'both')
-    UNION
-    SELECT e.child_id, d.depth + 1 FROM down d JOIN edges e ON e.parent_id = d.id
-    WHERE d.depth < $2 AND NOT (e.pending AND $4::bool)
-),
-found AS (SELECT id, min(depth) AS depth FROM (SELECT * FROM up UNION ALL SELECT * FROM down) x GROUP BY id)
-"""
-
-TRACE_JSON = (  # constant SQL joined from constant parts; no input reaches the text
-    _WALKS  # noqa: S608
-    + """,
-lot_rows AS (
-    SELECT l.code, f.depth, l.created_by_event,
-           json_build_object(
-               'code', l.code, 'kind', l.kind, 'product_code', l.product_code, 'product_name', l.product_name,
-               'holder', l.holder, 'holder_name', o.name, 'status', l.status,
-               'kg_in', l.kg_in, 'kg_out', l.kg_out, 'kg_on_hand', l.kg_in - l.kg_out, 'kg_sold', l.kg_sold,
-               'head', CASE WHEN l.head_in > 0 THEN json_build_object(
-                   'in', l.head_in, 'out', l.head_out, 'on_hand', l.head_in - l.head_out) END,
-               'origin_region', l.origin_region, 'created_at', l.created_at,
-               'created_by_event', l.created_by_event, 'depth', f.depth
-           ) AS j
-    FROM found f JOIN lots l ON l.id = f.id LEFT JOIN operators o ON o.code = l.holder
-),
-edge_rows AS (
-    SELECT e.event_id,
-           json_build_object('from', p.code, 'to', c.code, 'kg', e.kg, 'head', e.head, 'kind', e.kind,
-                             'event_id', e.event_id, 'pending', e.pending) AS j
-    FROM edges e
-    JOIN found a ON a.id = e.parent_id
-    JOIN found b ON b.id = e.child_id
-    JOIN lots p ON p.id = e.parent_id
-    JOIN lots c ON c.id = e.child_id
-    WHERE NOT (e.pending AND $4::bool)
-),
-event_rows AS (
-    SELECT ev.occurred_at, ev.event_id,
-           json_build_object('event_id', ev.event_id, 'event_type', ev.event_type,
-                             'occurred_at', ev.occurred_at, 'operator', ev.operator) AS j
-    FROM events ev
-    WHERE ev.event_id IN (
-        SELECT event_id FROM edge_rows UNION SELECT created_by_event FROM lot_rows WHERE created_by_event IS NOT NULL
-    )
-)
-SELECT json_build_object(
-    'root', $1::text, 'direction', $3::text, 'max_depth', $2::int,
-    'lots', COALESCE((SELECT json_agg(j ORDER BY depth, code) FROM lot_rows), '[]'),
-    'edges', COALESCE((SELECT json_agg(j) FROM edge_rows), '[]'),
-    'events', COALESCE((SELECT json_agg(j ORDER BY occurred_at, event_id) FROM event_rows), '[]')
-)::text
-WHERE EXISTS (SELECT 1 FROM found)
-"""
-)
-
-RECALL_JSON = (
-    _WALKS  # noqa: S608
-    + """,
-r AS (
-    SELECT l.code, l.kind, f.depth, l.product_code, l.product_name, l.status, l.holder,
-           o.name AS holder_name, o.kind AS holder_kind, o.parent AS holder_parent,
-           l.kg_in, l.kg_in - l.kg_out AS kg_on_hand, l.kg_sold,
-           CASE WHEN l.kind = 'sale' THEN l.created_at END AS sold_at
-    FROM found f JOIN lots l ON l.id = f.id LEFT JOIN operators o ON o.code = l.holder
-),
-h AS (
-    SELECT holder AS code, max(holder_name) AS name, max(holder_kind) AS kind, max(holder_parent) AS parent,
-           count(*) AS lots, sum(GREATEST(kg_on_hand, 0)) AS kg_on_hand, sum(kg_sold) AS kg_sold
-    FROM r WHERE kind IS DISTINCT FROM 'sale' AND holder IS NOT NULL GROUP BY holder
-)
-SELECT json_build_object(
-    'root', $1::text,
-    'lots', COALESCE((SELECT json_agg(r ORDER BY depth, code) FROM r), '[]'),
-    'holders', COALESCE((SELECT json_agg(h ORDER BY kg_on_hand DESC, code) FROM h), '[]'),
-    'totals', (
-        SELECT json_build_object(
-            'lots', count(*) FILTER (WHERE kind IS DISTINCT FROM 'sale'),
-            'sales', count(*) FILTER (WHERE kind = 'sale'),
-            'kg_on_hand', COALESCE(sum(GREATEST(kg_on_hand, 0)) FILTER (WHERE kind IS DISTINCT FROM 'sale'), 0),
-            'kg_sold', COALESCE(sum(kg_in) FILTER (WHERE kind = 'sale'), 0)
-        ) FROM r
-    )
-)::text
-WHERE EXISTS (SELECT 1 FROM found)
-"""
-)
-
-
-async def trace_json(
-    conn: AsyncConnection, code: str, direction: str, max_depth: int, *, confirmed_only: bool = False
-) -> str | None:
-    """The lineage of a lot code as JSON text; None when no such lot exists.
-
-    ``confirmed_only`` leaves out pending trade links (an operator's view: a buyer's claim on a seller's lot
-    grants nothing until the seller's shipment confirms it); regulators see them, marked ``pending``.
-    """
-    row = (await conn.exec_driver_sql(TRACE_JSON, (code, max_depth, direction, confirmed_only))).first()
-    return str(row[0]) if row else None
-
-
-async def recall_json(conn: AsyncConnection, code: str, max_depth: int) -> str | None:
-    # A recall reaches buyers whose links are still pending too: they say they hold the food.
-    row = (await conn.exec_driver_sql(RECALL_JSON, (code, max_depth, "down", False))).first()
-    return str(row[0]) if row else None
 
 
 # -- holders (contract section 7) -------------------------------------------------------------------------
