@@ -119,6 +119,11 @@ def _assert_unavailable(r: httpx.Response, where: str) -> None:
     assert int(r.headers["retry-after"]) > 0, where
     if r.headers["content-type"].startswith("text/html"):
         assert "Temporarily unavailable" in r.text, where  # a page a browser navigated to
+    elif r.headers["content-type"].startswith("application/problem+json"):  # /epcis speaks the standard's shape
+        problem = r.json()
+        assert problem["status"] == 503, where
+        assert problem["type"].startswith("epcisException:"), where
+        assert problem["title"], where
     else:
         error = r.json()["error"]
         assert error["code"] == "unavailable", where

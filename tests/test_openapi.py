@@ -43,6 +43,10 @@ from trace_service.contract.events import EventType
 from trace_service.settings import Settings
 
 ERROR_BODY = "#/components/schemas/ErrorBody"
+# The EPCIS REST binding (contract section 10): its errors are RFC 7807 problem details, a refused
+# parameter or document is 400 (never 422).
+PROBLEM = "#/components/schemas/Problem"
+PROBLEM_MEDIA = "application/problem+json"
 DOC = "urn:trace-service:openapi"
 # Operations that reach Postgres or the broker without a dependency saying so.
 REACHES_DEPENDENCIES_DIRECTLY = {("GET", "/readyz")}
@@ -108,6 +112,8 @@ def _problems_of(document: dict[str, Any], method: str, route: Any, operation: d
         if not ("example" in content or "examples" in content or _has_example(document, content.get("schema", {}))):
             yield f"request body ({media}) has no example"
     responses: dict[str, Any] = operation["responses"]
+    binding = route.path_format == "/epcis" or route.path_format.startswith("/epcis/")
+    error_media, error_schema = (PROBLEM_MEDIA, PROBLEM) if binding else ("application/json", ERROR_BODY)
     for status, answer in responses.items():
         for media, content in answer.get("content", {}).items():
             schema = content.get("schema", {})
@@ -115,15 +121,15 @@ def _problems_of(document: dict[str, Any], method: str, route: Any, operation: d
                 yield f"{status} ({media}) has no typed schema"
             if not ("example" in content or "examples" in content or _has_example(document, schema)):
                 yield f"{status} ({media}) has no example"
-            if status[0] in "45" and media == "application/json" and schema.get("$ref") != ERROR_BODY:
-                yield f"{status} is documented with {schema}, not ErrorBody"
-        if status[0] in "45" and "application/json" not in answer.get("content", {}):
-            yield f"{status} documents no JSON body"
+            if status[0] in "45" and media == error_media and schema.get("$ref") != error_schema:
+                yield f"{status} is documented with {schema}, not {error_schema.rsplit('/', 1)[1]}"
+        if status[0] in "45" and set(answer.get("content", {})) != {error_media}:
+            yield f"{status} documents its body as {sorted(answer.get('content', {}))}, not {error_media}"
     if not any(s.startswith("2") for s in responses):
         yield "no success answer is documented"
     needed: set[str] = set()
     if takes_input:
-        needed.add("422")
+        needed.add("400" if binding else "422")
     if body is not None:
         needed |= {"400", "413"}
     if "security" in operation:

@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from trace_service.contract.events import build_catalogue
 from trace_service.contract.responses import ErrorBody, errors
 from trace_service.contract.schemas import ENVELOPE_FILE, generate_schemas
+from trace_service.epcis import models as epcis_models
 from trace_service.settings import Settings
 
 VENDOR = Path(__file__).resolve().parent / "vendor"
@@ -125,6 +126,10 @@ def complete(document: dict[str, Any], settings: Settings) -> dict[str, Any]:
     components = document.setdefault("components", {}).setdefault("schemas", {})
     _restore_examples(components)
     components.update(_error_components())
+    # EPCIS (issue 14): the problem details of /epcis and its capture document, named by $ref in its routes.
+    if _mentions(document.get("paths", {}), epcis_models.PROBLEM_REF):
+        components.update({k: v for k, v in epcis_models.components().items() if k not in components})
+        _epcis_without_422(document)
     if _mentions(document.get("paths", {}), EVENT_BODY_REF):
         _add_event_body(document, settings)
     _contract_errors(document)
@@ -179,6 +184,15 @@ def _contract_errors(document: dict[str, Any]) -> None:
                         }
                     },
                 }
+
+
+def _epcis_without_422(document: dict[str, Any]) -> None:
+    """The binding answers a refused parameter with 400 problem details, never 422 (``epcis/problems.py``):
+    the 422 FastAPI documents for every operation with parameters is dropped where errors are problems."""
+    for path, path_item in document.get("paths", {}).items():
+        if path == "/epcis" or path.startswith("/epcis/"):
+            for operation in path_item.values():
+                operation.get("responses", {}).pop("422", None)
 
 
 def _mentions(node: Any, ref: str) -> bool:

@@ -305,10 +305,11 @@ def _conditions(f: Filters) -> list[Any]:
     ):
         if wanted:
             name = f"classes_{len(lists)}"
+            # The list names are the constants above, never input: only the wanted classes are bound.
             joined = " || ".join(f"coalesce(epcis_events.doc->'{key}', '[]')" for key in lists)
-            classes = sa.text(
-                f"EXISTS (SELECT 1 FROM jsonb_array_elements({joined}) q WHERE q->>'epcClass' = ANY(:{name}))"
-            ).bindparams(sa.bindparam(name, list(wanted), type_=TEXTS))
+            statement = "EXISTS (SELECT 1 FROM jsonb_array_elements(" + joined + ") q "  # noqa: S608 (constants)
+            statement += "WHERE q->>'epcClass' = ANY(:" + name + "))"
+            classes = sa.text(statement).bindparams(sa.bindparam(name, list(wanted), type_=TEXTS))
             where += [c.epcs.op("&&")(_texts(wanted)), classes]
     return where
 

@@ -266,6 +266,11 @@ class EpcisService:
 
     # -- capture jobs ---------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _may_capture(principal: Principal) -> None:
+        if principal.role == Role.DEPARTMENT:
+            raise problems.forbidden("a department key captures nothing: it reads the shared feed")
+
     def _may_see(self, principal: Principal, job: repo.Job) -> bool:
         if principal.is_staff:
             return True
@@ -309,6 +314,7 @@ class EpcisService:
         return body
 
     async def capture_job(self, principal: Principal, capture_id: str) -> dict[str, Any]:
+        self._may_capture(principal)
         try:
             job_id = uuid.UUID(capture_id)
         except ValueError:
@@ -320,6 +326,7 @@ class EpcisService:
         return await self._job_body(job)
 
     async def capture_jobs(self, principal: Principal, *, per_page: int, token: str | None) -> Page:
+        self._may_capture(principal)
         before = None
         if token is not None:
             position = _decode_token(token, "capture")
@@ -392,6 +399,9 @@ def _micros(value: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+_MAX_MICROS = _micros(datetime(9999, 1, 1, tzinfo=UTC))
+
+
 def _encode_token(position: list[Any], fingerprint: str) -> str:
     raw = orjson.dumps([*position, fingerprint])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -402,7 +412,7 @@ def _decode_token(token: str, fingerprint: str) -> tuple[int, str]:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         micros, event_id, stamp = orjson.loads(raw)
         uuid.UUID(event_id)
-        if not isinstance(micros, int):
+        if not isinstance(micros, int) or not 0 <= micros < _MAX_MICROS:
             raise ValueError
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise problems.bad_query(
@@ -421,12 +431,15 @@ def _parse_time(name: str, value: str) -> datetime:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise problems.bad_query(
-            f"{name} must be a time with an offset, e.g. 2026-11-25T05:10:00+08:00",
-            [{"parameter": name, "value": value}],
-        )
-    return parsed
+    if parsed is not None and parsed.tzinfo is not None:
+        try:
+            return parsed.astimezone(UTC)  # a time near year 1 or 9999 may not exist in UTC
+        except OverflowError:
+            pass
+    raise problems.bad_query(
+        f"{name} must be a time with an offset, e.g. 2026-11-25T05:10:00+08:00",
+        [{"parameter": name, "value": value}],
+    )
 
 
 def parse_query(params: Sequence[tuple[str, str]]) -> tuple[repo.Filters, int, str | None, str]:

@@ -38,6 +38,8 @@ _TABLE: dict[str, tuple[str, str]] = {
     "PORK-BELLY": ("五花肉", "Pork belly"),
     "PORK-RIBS": ("排骨", "Pork ribs"),
     "PORK-OFFAL": ("猪杂", "Pork offal"),
+    "PORK-FROZEN": ("冷冻猪肉", "Frozen pork"),
+    "BEEF-FROZEN": ("冷冻牛肉", "Frozen beef"),
     "VEG-CAIXIN": ("菜心", "Choy sum"),
     "VEG-CHOYSUM": ("菜心", "Choy sum"),
     "CAIXIN": ("菜心", "Choy sum"),

@@ -3,10 +3,15 @@
 The schema is GS1's, vendored unchanged (vendor/README.md). It is read and compiled by jsonschema-rs once, on
 first use, and the compiled validator is kept for the life of the process: validating a document of 1,000 events
 takes a few milliseconds. Formats (``uri``, ``date-time``) are checked, as draft 7 asks.
+
+The vendored file lacks a few fields that the standard's own example documents use (docs/epcis.md,
+"Conformance"). They are allowed by :data:`AMENDMENTS`, applied to a deep copy of the loaded schema (the file stays
+as GS1 ships it); every other rule of the schema is left as strict as it is.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -40,7 +45,7 @@ def pointer(path: list[str | int] | tuple[str | int, ...]) -> str:
 
 
 def schema() -> dict[str, Any]:
-    """The standard's JSON Schema, as vendored."""
+    """The standard's JSON Schema, as vendored (validation uses :func:`amended_schema`)."""
     return dict(_schema())
 
 
@@ -51,10 +56,58 @@ def _schema() -> dict[str, Any]:
     return loaded
 
 
+# A JSON-LD blank node identifier (``_:document1``): what a document that has no IRI of its own may give as ``id``.
+BLANK_NODE = r"^_:[^\s]+$"
+
+AMENDMENTS: tuple[tuple[str, str], ...] = (
+    (
+        "document implements",
+        'an EPCIS document (and a query document) may say which application standards it implements: "implements" '
+        "is a URI or a list of URIs",
+    ),
+    ("document id", 'a document\'s "id" may be a JSON-LD blank node identifier ("_:document1") as well as a URI'),
+    (
+        "sensor element type",
+        'a sensor element may carry its JSON-LD class as "type": SensorElement, epcis:SensorElement or '
+        "https://ref.gs1.org/epcis/SensorElement",
+    ),
+    ("sensor report bizRules", 'a sensor report may name its business rules as "bizRules", a URI, as its metadata may'),
+)
+"""What the service accepts beyond the vendored schema (name, what), applied by :func:`amended_schema`."""
+
+SENSOR_ELEMENT_TYPES = ("SensorElement", "epcis:SensorElement", "https://ref.gs1.org/epcis/SensorElement")
+
+
+def _allow(definition: dict[str, Any], name: str, rule: dict[str, Any]) -> None:
+    """Let an object definition have the property ``name`` (validated by ``rule``): a property of its own, and a
+    name its ``propertyNames`` enumeration lists."""
+    definition["properties"][name] = rule
+    for alternative in definition["propertyNames"]["anyOf"]:
+        if "enum" in alternative:
+            alternative["enum"] = [*alternative["enum"], name]
+            return
+    raise LookupError(f"no enumeration of property names to add {name!r} to")  # the vendored file changed
+
+
+def amended_schema() -> dict[str, Any]:
+    """The vendored schema with :data:`AMENDMENTS` (a new copy: the caller may keep or change it)."""
+    amended = copy.deepcopy(_schema())
+    definitions = amended["definitions"]
+    uri = {"$ref": "#/definitions/uri"}
+    for document in ("epcisDocument", "epcisQueryDocument"):
+        _allow(definitions[document], "implements", {"anyOf": [uri, {"type": "array", "minItems": 1, "items": uri}]})
+        definitions[document]["properties"]["id"] = {
+            "anyOf": [{"$ref": "#/definitions/id"}, {"type": "string", "pattern": BLANK_NODE}]
+        }
+    _allow(definitions["sensorElement"], "type", {"type": "string", "enum": list(SENSOR_ELEMENT_TYPES)})
+    _allow(definitions["sensorReport"], "bizRules", uri)
+    return amended
+
+
 @cache
 def _validator() -> jsonschema_rs.Draft7Validator:
     # the schema says draft-07 in its $schema
-    return jsonschema_rs.Draft7Validator(_schema(), validate_formats=True)
+    return jsonschema_rs.Draft7Validator(amended_schema(), validate_formats=True)
 
 
 def _problems(instance: object, prefix: tuple[str | int, ...] = ()) -> list[Problem]:
