@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from trace_service.access import service
 from trace_service.access.models import Principal
+from trace_service.db import uow
 from trace_service.settings import Settings
 
 bearer = HTTPBearer(auto_error=False, description="An API key: operator, regulator or admin")
@@ -24,25 +25,25 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def get_engine(request: Request) -> AsyncEngine:
+async def get_engine(request: Request) -> AsyncEngine:
     engine: AsyncEngine = request.app.state.engine
     return engine
 
 
 async def unit_of_work(engine: Annotated[AsyncEngine, Depends(get_engine)]) -> AsyncIterator[AsyncConnection]:
     """One transaction per request: committed when the endpoint returns, rolled back when it raises."""
-    async with engine.begin() as conn:
+    async with uow.unit_of_work(engine) as conn:
         yield conn
 
 
-def get_read_engine(request: Request) -> AsyncEngine:
+async def get_read_engine(request: Request) -> AsyncEngine:
     engine: AsyncEngine = getattr(request.app.state, "read_engine", None) or request.app.state.engine
     return engine
 
 
 async def read_only(engine: Annotated[AsyncEngine, Depends(get_read_engine)]) -> AsyncIterator[AsyncConnection]:
     """A connection in autocommit for endpoints that only read (lineage, the public view, queues)."""
-    async with engine.connect() as conn:
+    async with uow.reading(engine) as conn:
         yield conn
 
 

@@ -12,12 +12,13 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trace_service.alerts import repository as repo
+from trace_service.db.uow import unit_of_work
 
 
 async def relay_outbox(engine: AsyncEngine, producer: AIOKafkaProducer, topic: str, *, limit: int = 1000) -> int:
     published = 0
     while True:
-        async with engine.begin() as conn:
+        async with unit_of_work(engine) as conn:
             rows = await repo.claim_unpublished(conn, limit)
             if not rows:
                 return published

@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    PrivateAttr,
     StringConstraints,
     TypeAdapter,
     ValidationError,
@@ -208,7 +209,7 @@ def check_epcis_envelope(envelope: EpcisEventEvent) -> EpcisEventEvent:
     """An ``epcis.event``'s id is derived from the CBV event hash, so that the same EPCIS event is one event
     however it is sent; and its ``occurred_at`` is the event's ``eventTime``."""
     event = envelope.data.event
-    digest = epcis_hashing.event_hash(event, envelope.data.context)
+    digest = epcis_hash(envelope)
     wanted = epcis_hashing.envelope_id(digest, error_declaration="errorDeclaration" in event)
     if envelope.event_id != wanted:
         raise ValueError(f"the event_id of an epcis.event is derived from its event hash {digest}: {wanted}")
@@ -222,7 +223,11 @@ def check_epcis_envelope(envelope: EpcisEventEvent) -> EpcisEventEvent:
 
 
 def epcis_hash(event: EpcisEventEvent) -> str:
-    return epcis_hashing.event_hash(event.data.event, event.data.context)
+    """The CBV event hash of a captured event (computed once per decoded event)."""
+    data = event.data
+    if data._hash is None:
+        data._hash = epcis_hashing.event_hash(data.event, data.context)
+    return data._hash
 
 
 # -- code patterns: settings, read from the validation context -------------------------------------------
@@ -483,6 +488,10 @@ class LotTemperatureRecorded(Strict):
 class EpcisEventData(Strict):
     event: Annotated[dict[str, Any], Field(description="The EPCIS 2.0 event as captured (docs/epcis.md).")]
     context: Any = None
+    # What validation computed, kept for the consumers of the same object (ownership, projection, the EPCIS
+    # index): the event's graph effects and its CBV hash are each computed once per decoded event.
+    _effects: epcis_mapping.Effects | None = PrivateAttr(default=None)
+    _hash: str | None = PrivateAttr(default=None)
 
     _standard_event = model_validator(mode="after")(check_epcis_event)
 
@@ -760,9 +769,12 @@ def lot_codes(event: Envelope) -> list[tuple[str, str]]:
     return found
 
 
-def epcis_effects(data: EpcisEventData, lot_pattern: str | None = None) -> epcis_mapping.Effects:
-    """What a captured EPCIS event does to the graph (its lot pattern was checked at validation)."""
-    return epcis_mapping.effects(data.event, EPCIS_URIS, lot_pattern or DEFAULT_PATTERNS.lot)
+def epcis_effects(data: EpcisEventData) -> epcis_mapping.Effects:
+    """What a captured EPCIS event does to the graph (computed once per decoded event, with the contract's
+    default lot pattern, as validation checked it)."""
+    if data._effects is None:
+        data._effects = epcis_mapping.effects(data.event, EPCIS_URIS, DEFAULT_PATTERNS.lot)
+    return data._effects
 
 
 # -- checks that intake and worker share ---------------------------------------------------------------

@@ -29,6 +29,7 @@ from trace_service.access import repository as access_repo
 from trace_service.access.models import Principal, Role
 from trace_service.access.scopes import Scopes
 from trace_service.access.service import ADMIN_TOKEN_KEY_ID
+from trace_service.db.uow import unit_of_work
 from trace_service.delivery import repository as repo
 from trace_service.delivery import rules, signing
 from trace_service.delivery.transport import Sender
@@ -116,7 +117,7 @@ class _Batch:
 
 async def _prepare(ctx: Context, subscription_id: str) -> _Batch | Step:
     s = ctx.settings
-    async with ctx.engine.begin() as conn:
+    async with unit_of_work(ctx.engine) as conn:
         row = await repo.take(conn, subscription_id, ctx.me, ctx.lease_seconds)
         if row is None or row["status"] != "active":
             return Step(Outcome.GONE)
@@ -156,7 +157,7 @@ async def step(ctx: Context, subscription_id: str) -> Step:
     answer = await ctx.sender.post(row["url"], body, headers, allow_private=row["allow_private"])
     first = items[0]["seq"] if items else None
     last = items[-1]["seq"] if items else None
-    async with ctx.engine.begin() as conn:
+    async with unit_of_work(ctx.engine) as conn:
         await repo.record_attempt(
             conn,
             {

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trace_service.access import integrators
 from trace_service.db.engine import create_engine
+from trace_service.db.uow import unit_of_work
 from trace_service.delivery import batches, rules
 from trace_service.delivery import repository as repo
 from trace_service.delivery import service as subscriptions
@@ -138,7 +139,7 @@ class Deliverer:
         next_renew = next_prune = 0.0
         while not self._stop.is_set():
             try:
-                async with self.engine.begin() as conn:
+                async with unit_of_work(self.engine) as conn:
                     if loop.time() >= next_renew:
                         await repo.renew_all(conn, self.me, self.lease)
                         next_renew = loop.time() + self.lease / 3
@@ -153,7 +154,7 @@ class Deliverer:
                     self._serve(subscription_id)
                 if loop.time() >= next_prune:
                     next_prune = loop.time() + PRUNE_SECONDS
-                    async with self.engine.begin() as conn:
+                    async with unit_of_work(self.engine) as conn:
                         await repo.prune_attempts(conn, s.webhook_attempts_keep_days)
                 if not self.ready:
                     log.info("deliverer_ready", deliverer=self.me, held=len(self.held))
@@ -240,7 +241,7 @@ class Deliverer:
         finally:
             self.held.pop(held.id, None)
             with contextlib.suppress(Exception):
-                async with self.engine.begin() as conn:
+                async with unit_of_work(self.engine) as conn:
                     await repo.release(conn, self.me, [held.id])
 
     # -- stopping ----------------------------------------------------------------------------------------
@@ -257,7 +258,7 @@ class Deliverer:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         try:
-            async with self.engine.begin() as conn:
+            async with unit_of_work(self.engine) as conn:
                 await repo.release(conn, self.me)
         except Exception as exc:
             log.warning("lease_release_failed", deliverer=self.me, error=type(exc).__name__)

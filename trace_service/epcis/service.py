@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from trace_service.access import service as access
 from trace_service.access.models import Principal, Role
 from trace_service.contract.epcis import hashing, mapping, schema
+from trace_service.db.uow import unit_of_work
 from trace_service.epcis import problems
 from trace_service.epcis import repository as repo
 from trace_service.epcis.store import EPCIS_EVENT, biz_step, disposition, uris_of
@@ -227,7 +228,7 @@ class EpcisService:
                 raise self._translated(exc, positions) from None
 
         job_id = uuid.uuid4()
-        async with self._engine.begin() as conn:
+        async with unit_of_work(self._engine) as conn:
             await repo.insert_capture(
                 conn,
                 job_id=job_id,
@@ -300,7 +301,7 @@ class EpcisService:
             if not running:
                 times = [t for s in states for t in (s.applied_at, s.rejected_at) if t is not None]
                 finished = max([job.created_at, *times])
-                async with self._engine.begin() as conn:
+                async with unit_of_work(self._engine) as conn:
                     await repo.finish_capture(conn, job.id, finished_at=finished, errors=errors)
         body: dict[str, Any] = {"captureID": str(job.id), "createdAt": _time(job.created_at)}
         if finished is not None:

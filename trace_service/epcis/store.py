@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trace_service.contract.epcis import hashing, mapping
 from trace_service.contract.epcis.uris import URIs
+from trace_service.contract.events import EPCIS_URIS, EpcisEventEvent, epcis_hash
 from trace_service.epcis import repository as repo
 from trace_service.settings import Settings
 
@@ -46,12 +47,8 @@ def disposition(value: Any) -> str | None:
 
 
 def uris_of(settings: Settings) -> URIs:
-    """The identifier prefixes of this deployment (settings section "epcis", defaults until it exists)."""
-    defaults = URIs()
-    return URIs(
-        lot_prefix=getattr(settings, "epcis_lot_uri", defaults.lot_prefix),
-        operator_prefix=getattr(settings, "epcis_operator_uri", defaults.operator_prefix),
-    )
+    """The identifier prefixes of the city's lots and operators (fixed: docs/epcis.md, "Identifiers")."""
+    return EPCIS_URIS
 
 
 def _id_of(place: Any) -> str | None:
@@ -87,23 +84,19 @@ def index_row(
     }
 
 
-def _captured(envelope: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """The row of a captured event, and whether it is an error declaration."""
+def _captured(envelope: dict[str, Any], hash_: str) -> tuple[dict[str, Any], bool]:
+    """The row of a captured event (``hash_``: its CBV event hash, which leaves out ``errorDeclaration``,
+    ``eventID`` and ``recordTime``), and whether it is an error declaration."""
     data = envelope["data"]
     event = dict(data["event"])
     context = data.get("context")
     declaration = event.pop("errorDeclaration", None)
     event.pop("recordTime", None)  # the repository's to set
-    hash_: str | None = None
-    if "eventID" not in event or declaration is not None:
-        hash_ = hashing.event_hash(event, context)
     if "eventID" not in event:
-        assert hash_ is not None
         event["eventID"] = hash_
     if declaration is None:
         return index_row(envelope["event_id"], envelope["operator"], event, context), False
     # The declaration's row is the corrected event's: its envelope id without the declaration mark.
-    assert hash_ is not None
     original = str(hashing.envelope_id(hash_, error_declaration=False))
     return index_row(original, envelope["operator"], event, context, declaration), True
 
@@ -114,15 +107,14 @@ async def record(conn: AsyncConnection, fresh_events: Sequence[BaseModel], setti
     rows: list[dict[str, Any]] = []
     declarations: list[dict[str, Any]] = []
     for model in fresh_events:
-        if getattr(model, "event_type", None) == EPCIS_EVENT:
+        if isinstance(model, EpcisEventEvent):
             # The event and context are the JSON as sent: no need to dump the whole model (most of a batch).
-            data: Any = getattr(model, "data")  # noqa: B009 - the envelope models are made at run time
             captured = {
-                "event_id": str(getattr(model, "event_id")),  # noqa: B009
-                "operator": getattr(model, "operator"),  # noqa: B009
-                "data": {"event": data.event, "context": data.context},
+                "event_id": str(model.event_id),
+                "operator": model.operator,
+                "data": {"event": model.data.event, "context": model.data.context},
             }
-            row, declares = _captured(captured)
+            row, declares = _captured(captured, epcis_hash(model))
             (declarations if declares else rows).append(row)
             continue
         envelope = model.model_dump(mode="json")

@@ -31,6 +31,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trace_service import __version__
+from trace_service.db.uow import unit_of_work
 from trace_service.reporting import format as fmt
 from trace_service.reporting import repository as repo
 from trace_service.settings import Settings
@@ -175,7 +176,7 @@ async def write(engine: AsyncEngine, settings: Settings, day: date, out_dir: Pat
             "sha256": hashlib.sha256(manifest).digest(),
         }
     )
-    async with engine.begin() as conn:
+    async with unit_of_work(engine) as conn:
         await repo.save_files(conn, day, rows)
     summary = f"{len(result.written)} changed" if result.written else "nothing changed"
     say(f"{day}: {result.files} files, {result.records:,} records in {folder} ({summary})")
@@ -229,7 +230,7 @@ async def push(
                 break
             headers = _headers(settings, day, name, data, row["records"])
             error = await _post(client, f"{url}/{day.isoformat()}/{name}", data, headers, attempts, pause)
-            async with engine.begin() as conn:
+            async with unit_of_work(engine) as conn:
                 if error is None:
                     await repo.pushed(conn, day, name, bytes(row["sha256"]))
                 else:

@@ -87,7 +87,7 @@ async def export_events(
     plan = service.plan_export(principal, from_, to or datetime.now(UTC), patterns, format)
     audit_id = await service.open_export(conn, principal, plan, str(request.url.path))
     body = service.export_body(
-        get_read_engine(request), get_engine(request), plan, audit_id, page_rows=settings.export_page_rows
+        await get_read_engine(request), await get_engine(request), plan, audit_id, page_rows=settings.export_page_rows
     )
     name = f"events-{plan.start.date().isoformat()}.{'csv' if format == 'csv' else 'ndjson'}"
     return StreamingResponse(

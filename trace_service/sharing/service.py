@@ -26,6 +26,7 @@ from trace_service.access import scopes as scope_rules
 from trace_service.access.models import Principal, Role
 from trace_service.access.scopes import Scopes
 from trace_service.contract import personal
+from trace_service.db.uow import unit_of_work
 from trace_service.errors import Forbidden, InvalidInput
 from trace_service.sharing import repository as repo
 
@@ -223,7 +224,7 @@ async def export_body(
         # Also when the client went away mid-way: the audit says how much left.
         with anyio.CancelScope(shield=True):
             try:
-                async with writer.begin() as conn:
+                async with unit_of_work(writer) as conn:
                     await repo.close_audit(conn, audit_id, sent, complete=complete)
             except Exception as exc:  # the export itself is over; a lost count must not hide its error
                 log.warning("export_audit_not_closed", audit_id=audit_id, error=type(exc).__name__)
