@@ -312,7 +312,8 @@ async def test_bad_documents_get_the_standards_errors_and_nothing_is_applied(
     bad_lot = dict(
         good,
         epcList=[],
-        quantityList=[{"epcClass": "urn:epc:class:lgtin:6901234.012345.lot-1a", "quantity": 20, "uom": "KGM"}],
+        # A city lot URI must hold a city code (a GS1 lot the city cannot name is only kept out of the graph).
+        quantityList=[{"epcClass": "urn:zs-trace:lot:lot-1a", "quantity": 20, "uom": "KGM"}],
     )
     body = _problem(await capture(client, key, document([good, bad_lot])), 400, "epcisException:ValidationException")
     assert any(e["pointer"].startswith("/epcisBody/eventList/1") for e in body["errors"]), body
@@ -444,3 +445,28 @@ async def test_biz_step_is_matched_in_any_of_its_forms(
     assert [e["type"] for e in r.json()["epcisBody"]["queryResults"]["resultsBody"]["eventList"]] == [
         "AggregationEvent"
     ]
+
+
+async def test_a_gs1_lot_the_city_cannot_name_is_captured_and_queried_but_joins_no_graph(
+    client: httpx.AsyncClient, actors: Actors, worker: None, db: asyncpg.Connection
+) -> None:
+    op, key = await actors.operator_with_key(kind="wholesaler")
+    dated = f"urn:epc:class:lgtin:6901234.012345.{code('', 4)}-10-07"  # a lot named by a date, as GS1 allows
+    event = {
+        "type": "ObjectEvent",
+        "eventTime": "2026-11-30T06:00:00.000+08:00",
+        "eventTimeZoneOffset": "+08:00",
+        "epcList": [],
+        "quantityList": [{"epcClass": dated, "quantity": 12.5, "uom": "KGM"}],
+        "action": "OBSERVE",
+        "bizStep": "receiving",
+        "bizLocation": {"id": f"urn:zs-trace:operator:{op}"},
+    }
+    r = await capture(client, key, document([event]))
+    assert r.status_code == 202, r.text
+    assert (await finished(client, key, r.headers["Location"]))["success"] is True
+    r = await client.get("/epcis/events", params={"MATCH_anyEPCClass": dated}, headers=key)
+    assert r.status_code == 200, r.text
+    [got] = r.json()["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
+    assert modulo_added(got, event) == event
+    assert await db.fetchval("SELECT count(*) FROM lots WHERE documents->>'epc' = $1", dated) == 0

@@ -160,14 +160,35 @@ def _deep_copy(value: Any) -> Any:
 
 # -- the context: which prefixes a document declares -------------------------------------------------------
 
-# Prefixes the standard context defines. A CURIE with one of these in a vocabulary field would need the
-# standard context's JSON-LD expansion: left to the reference.
-_STANDARD_PREFIXES = frozenset(
-    {"epcis", "cbv", "cbvmda", "gs1", "rdfs", "owl", "xsd", "dcterms", "sh", "schema", "rdf", "skos", "dc"}
-)
+# The prefixes the standard context defines, with their IRIs: a CURIE of one of them in a vocabulary field
+# expands (JSON-LD) to the IRI, which the reference then uses to replace bare values (see _vocab).
+_STANDARD_PREFIX_IRIS: dict[str, str] = {
+    "epcis": "https://ref.gs1.org/epcis/",
+    "cbv": "https://ref.gs1.org/cbv/",
+    "cbvmda": "urn:epcglobal:cbv:mda:",
+    "gs1": "https://gs1.org/voc/",
+    "rdfs": "http://www.w3.org/2000/01/rdf-schema#",
+    "owl": "http://www.w3.org/2002/07/owl#",
+    "xsd": "http://www.w3.org/2001/XMLSchema#",
+    "dcterms": "http://purl.org/dc/terms/",
+}
+# Prefixes some versions of the standard context define too: a CURIE of one of them is left to the reference.
+_STANDARD_PREFIXES = frozenset({*_STANDARD_PREFIX_IRIS, "sh", "schema", "rdf", "skos", "dc"})
+_TERM_KEYWORDS = frozenset({"@id", "@type"})
 
 
 def _namespaces(context: object) -> dict[str, str]:
+    """The prefixes a document's own context objects declare, prefix → IRI.
+
+    A term whose value is a string is a prefix. So is a term definition object with an ``@id`` (a string), for a
+    term that is not itself a compact IRI. A term definition with only ``@type`` (``{"rail:x": {"@type": "@id"}}``,
+    a coercion of the values of a field) declares no prefix: the pre-hash string holds values as they are
+    written, so it changes nothing. A prefix the standard context defines too (``cbvmda``) takes the document's
+    IRI, later objects of the list over earlier ones, as JSON-LD reads a context. The reference implementation
+    cannot read either kind of context (it fails on a term definition object, and on redefining a protected
+    term of the standard context), so the hashes of such events have no oracle (docs/epcis.md, "Conformance").
+    Anything else (``@vocab``, ``@base``, scoped contexts, ``@container``, ...) is left to the reference.
+    """
     items = context if isinstance(context, list) else [context] if context is not None else []
     declared: dict[str, str] = {}
     for item in items:
@@ -176,9 +197,19 @@ def _namespaces(context: object) -> dict[str, str]:
                 raise Unsupported("a remote context other than the standard's")
         elif isinstance(item, dict):
             for key, value in item.items():
-                if not isinstance(value, str) or key.startswith("@"):
+                if key.startswith("@"):
+                    raise Unsupported("a JSON-LD keyword in a context")
+                if isinstance(value, str):
+                    declared[key] = value
+                elif isinstance(value, dict) and value and set(value) <= _TERM_KEYWORDS:
+                    iri = value.get("@id")
+                    if iri is None:
+                        continue  # a type coercion only
+                    if not isinstance(iri, str) or ":" in key or iri.startswith("@"):
+                        raise Unsupported("a context term definition that is not a prefix")
+                    declared[key] = iri
+                else:
                     raise Unsupported("a context term that is not a plain prefix")
-                declared[key] = value
         else:
             raise Unsupported("a context that is neither a URL nor an object")
     return declared
@@ -205,9 +236,9 @@ def _check(body: str) -> str:
     return body + str(gs1_check_digit(body))
 
 
-def _cp_split(total: int) -> str:
-    # company prefix of 6..12 digits, then a reference that brings the two to `total` digits
-    return "|".join(rf"\d{{{c}}}\.\d{{{total - c}}}" for c in range(6, 13))
+def _cp_split(total: int, longest: int = 12) -> str:
+    # company prefix of 6..longest digits, then a reference that brings the two to `total` digits
+    return "|".join(rf"\d{{{c}}}\.\d{{{total - c}}}" for c in range(6, longest + 1))
 
 
 _EPC_PATTERNS: list[tuple[re.Pattern[str], Any]] = [
@@ -235,6 +266,24 @@ _EPC_PATTERNS: list[tuple[re.Pattern[str], Any]] = [
         re.compile(r"^urn:epc:id:pgln:(\d{6,12})\.(\d{0,6})$"),
         lambda m: _gln_uri("417", m.group(1), m.group(2), None),
     ),
+    # GRAI and GDTI with a 12-digit company prefix (no asset or document type) are left to the reference, which
+    # does not convert them.
+    (  # GRAI: "0", the company prefix and the asset type (12 digits), the check digit, then the serial
+        re.compile(rf"^urn:epc:id:grai:((?:{_cp_split(12, 11)}))\.({_SAFE}{{1,16}})$"),
+        lambda m: "https://id.gs1.org/8003/" + _check("0" + m.group(1).replace(".", "")) + m.group(2),
+    ),
+    (  # GDTI: the company prefix and the document type (12 digits), the check digit, then the serial
+        re.compile(rf"^urn:epc:id:gdti:((?:{_cp_split(12, 11)}))\.({_SAFE}{{1,17}})$"),
+        lambda m: "https://id.gs1.org/253/" + _check(m.group(1).replace(".", "")) + m.group(2),
+    ),
+    (  # GSRN: the company prefix and the service reference (17 digits), then the check digit
+        re.compile(rf"^urn:epc:id:gsrn:((?:{_cp_split(17)}))$"),
+        lambda m: "https://id.gs1.org/8018/" + _check(m.group(1).replace(".", "")),
+    ),
+    (  # GIAI: the company prefix, then the individual asset reference (30 characters at most in all)
+        re.compile(rf"^urn:epc:id:giai:(\d{{6,12}})\.({_SAFE}{{1,24}})$"),
+        lambda m: "https://id.gs1.org/8004/" + m.group(1) + m.group(2) if len(m.group(1) + m.group(2)) <= 30 else None,
+    ),
 ]
 
 
@@ -259,7 +308,8 @@ _DL_KEY_SEGMENT = re.compile(rf"/({_DL_KEYS})/\d{{4}}")
 _DL_SIMPLE = re.compile(
     rf"^https?://[^/?#@]+"
     rf"(/01/\d{{14}}(?:/10/{_SAFE}{{1,20}})?(?:/21/{_SAFE}{{1,20}})?|/00/\d{{18}}|/414/\d{{13}}(?:/254/{_SAFE}{{1,20}})?"
-    rf"|/417/\d{{13}})(?:\?[^#]*)?$"
+    rf"|/417/\d{{13}}|/8003/\d{{14}}{_SAFE}{{0,16}}|/8004/\d{{4}}{_SAFE}{{0,26}}|/253/\d{{13}}{_SAFE}{{0,17}}"
+    rf"|/8018/\d{{18}})(?:\?[^#]*)?$"
 )
 _DL_LOT_AND_SERIAL = re.compile(r"/10/[^/]+(?=/21/)")
 
@@ -577,6 +627,24 @@ _MEASUREMENTS = frozenset(
     ]
 )
 _ALERTS = frozenset({"ALARM_CONDITION", "ERROR_CONDITION"})
+_COMPONENTS = frozenset(
+    [
+        "x",
+        "y",
+        "z",
+        "axial_distance",
+        "azimuth",
+        "height",
+        "spherical_radius",
+        "polar_angle",
+        "elevation_angle",
+        "easting",
+        "northing",
+        "latitude",
+        "longitude",
+        "altitude",
+    ]
+)
 _VOCAB_PREFIXES = ("https://ref.gs1.org/cbv", "https://gs1.org/voc")
 _ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 
@@ -590,11 +658,19 @@ def _vocab(value: Any, terms: frozenset[str], web: str, found: set[str], declare
     m = _ABSOLUTE.match(value)
     if not m:
         raise Unsupported("a bare vocabulary value that is not a CBV term")
-    prefix = value[: m.end() - 1]
-    if prefix in _STANDARD_PREFIXES or prefix in declared:
-        raise Unsupported("a compact URI in a vocabulary field")
-    if value.startswith(_VOCAB_PREFIXES):
-        found.add(value)
+    prefix, rest = value[: m.end() - 1], value[m.end() :]
+    iri = value
+    if not rest.startswith("//"):  # a compact URI (CURIE): JSON-LD expands it with the prefix's IRI
+        if prefix in declared:
+            iri = declared[prefix] + rest
+        elif prefix in _STANDARD_PREFIX_IRIS:
+            iri = _STANDARD_PREFIX_IRIS[prefix] + rest
+        elif prefix in _STANDARD_PREFIXES:
+            raise Unsupported("a compact URI of a prefix not covered here")
+    # The value itself stays as written (a prefix of the document's context is expanded by _Reader.text, one of
+    # the standard context is not); its expansion only counts for the replacement of bare values.
+    if iri.startswith(_VOCAB_PREFIXES):
+        found.add(iri)
 
 
 def _vocabulary_uris(event: dict[str, Any], declared: dict[str, str]) -> set[str]:
@@ -631,7 +707,7 @@ def _vocabulary_uris(event: dict[str, Any], declared: dict[str, str]) -> set[str
             if "exception" in report:
                 _vocab(report["exception"], _ALERTS, "https://gs1.org/voc/", found, declared)
             if "component" in report:
-                raise Unsupported("a sensor report component")
+                _vocab(report["component"], _COMPONENTS, cbv + "Comp-", found, declared)
     _collect_vocab_strings(event, found)
     return found
 

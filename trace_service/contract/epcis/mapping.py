@@ -13,7 +13,15 @@ from datetime import datetime
 from typing import Any
 
 from trace_service.contract.epcis.schema import STANDARD_CONTEXT_URL, Problem
-from trace_service.contract.epcis.uris import LotError, URIs, lot_code, lot_uri, operator_code, operator_uri
+from trace_service.contract.epcis.uris import (
+    LotError,
+    UnnamedLot,
+    URIs,
+    lot_code,
+    lot_uri,
+    operator_code,
+    operator_uri,
+)
 
 NAMESPACE = "https://trace.zs.example/epcis/"
 PREFIX = "zs-trace"
@@ -102,6 +110,9 @@ class Effects:
     temperatures: list[Temperature] = field(default_factory=list)
     imports: list[ImportData] = field(default_factory=list)
     lots_named: list[str] = field(default_factory=list)
+    # GS1 lots (LGTIN, Digital Link) with no city lot code, as the event names them: stored and queryable, not
+    # lots of the graph, and no problem (docs/epcis.md, "Identifiers")
+    unnamed: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
 
@@ -140,6 +151,10 @@ class _Lots:
         code = lot_code(identifier, self.uris, self.pattern)
         if isinstance(code, LotError):
             self.out.problems.append(Problem(where, code.message))
+            return None
+        if isinstance(code, UnnamedLot):
+            if identifier not in self.out.unnamed:
+                self.out.unnamed.append(identifier)
             return None
         if code is not None and code not in self.out.lots_named:
             self.out.lots_named.append(code)

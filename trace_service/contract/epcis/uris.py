@@ -4,8 +4,11 @@
   settings: ``TRACE_EPCIS_LOT_URI``, ``TRACE_EPCIS_OPERATOR_URI``).
 * A GS1 lot, an LGTIN (``urn:epc:class:lgtin:{company prefix}.{indicator + item reference}.{lot}``) or a GS1
   Digital Link with a GTIN and a lot (``https://{any host}/01/{gtin14}/10/{lot}``), is the city lot
-  ``{gtin14}{LOT upper-cased}`` when that matches the lot code pattern; otherwise it cannot be named in the
-  city's codes (:class:`LotError`).
+  ``{gtin14}{LOT upper-cased}`` when that matches the lot code pattern. A GS1 lot whose city code would not
+  match it (a date lot ``2019-10-07``, a lot with ``-``) is a lot the city cannot name (:class:`UnnamedLot`): it
+  is kept and queryable but does not join the graph.
+* What is really invalid is refused (:class:`LotError`): a city lot URI that does not end in a lot code, an
+  LGTIN whose company prefix and item reference do not make 13 digits.
 * Every other identifier (SGTIN, SSCC, GRAI, ...) is kept and queryable but is not a lot of the graph.
 """
 
@@ -39,9 +42,17 @@ class URIs:
 
 @dataclass(frozen=True)
 class LotError:
-    """A GS1 lot identifier that cannot be a city lot code (capture refuses the event)."""
+    """A lot identifier that is not valid (capture refuses the event)."""
 
     message: str
+
+
+@dataclass(frozen=True)
+class UnnamedLot:
+    """A valid GS1 lot that has no city lot code (stored and queryable, not in the graph)."""
+
+    identifier: str
+    reason: str
 
 
 def lot_uri(code: str, uris: URIs) -> str:
@@ -74,19 +85,20 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
-def _city_lot(gtin: str, lot: str, original: str, lot_pattern: str) -> str | LotError:
+def _city_lot(gtin: str, lot: str, original: str, lot_pattern: str) -> str | UnnamedLot:
     code = gtin + unquote(lot).upper()
     if _compiled(lot_pattern).fullmatch(code):
         return code
-    return LotError(
+    return UnnamedLot(
+        original,
         f"lot cannot be named in the city's codes: {original} would be lot {code!r}, which does not match "
-        f"the lot code pattern {lot_pattern}"
+        f"the lot code pattern {lot_pattern}",
     )
 
 
-def lot_code(uri: str, uris: URIs, lot_pattern: str) -> str | LotError | None:
-    """The city lot code a URI names: None when the URI is not a lot identifier; a :class:`LotError` when it is
-    a GS1 lot that cannot be a city lot code."""
+def lot_code(uri: str, uris: URIs, lot_pattern: str) -> str | LotError | UnnamedLot | None:
+    """The city lot code a URI names: None when the URI is not a lot identifier; an :class:`UnnamedLot` when it
+    is a GS1 lot that cannot be a city lot code; a :class:`LotError` when it is not a valid lot identifier."""
     if uri.startswith(uris.lot_prefix):
         code = uri[len(uris.lot_prefix) :].upper()
         if code and _compiled(lot_pattern).fullmatch(code):
