@@ -277,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--database-url", help="overrides TRACE_DATABASE_URL")
         p.add_argument("--kafka-bootstrap", help="overrides TRACE_KAFKA_BOOTSTRAP")
 
+    def client_options(p: argparse.ArgumentParser) -> None:  # commands that post to a running service
+        p.add_argument("--url", help="the service (default: the `dev` on --data-dir, else http://127.0.0.1:8000)")
+        p.add_argument("--token", help="admin key (default: TRACE_ADMIN_TOKEN, else <data-dir>/admin-token)")
+        p.add_argument("--data-dir", default=".trace-data", help="where `trace-service dev` keeps its admin token")
+
     dev = sub.add_parser(
         "dev",
         help="start everything on this machine: embedded Postgres and broker, migrations, API and worker",
@@ -322,9 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         "details (name, kind, region, parent) stops the replay before anything is posted.",
     )
     rp.add_argument("scenario", nargs="*", help="chains, faults (by rule) or files (default: every normal chain)")
-    rp.add_argument("--url", help="the service (default: the `dev` on --data-dir, else http://127.0.0.1:8000)")
-    rp.add_argument("--token", help="admin key (default: TRACE_ADMIN_TOKEN, else <data-dir>/admin-token)")
-    rp.add_argument("--data-dir", default=".trace-data", help="where `trace-service dev` keeps its admin token")
+    client_options(rp)
     rp.add_argument("--tag", help="1-4 characters [0-9A-Z] appended to every code, to replay a chain again as new")
     rp.add_argument(
         "--accept-existing",
@@ -368,9 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--end", help="last simulated day, YYYY-MM-DD (default: yesterday, so every event is past)")
     sim.add_argument("--via", choices=["api", "kafka"], default="api", help="post through the API (default) or "
                      "produce straight to Kafka")  # fmt: skip
-    sim.add_argument("--url", help="the service (default: the `dev` on --data-dir, else http://127.0.0.1:8000)")
-    sim.add_argument("--token", help="admin key (default: TRACE_ADMIN_TOKEN, else <data-dir>/admin-token)")
-    sim.add_argument("--data-dir", default=".trace-data", help="where `trace-service dev` keeps its admin token")
+    client_options(sim)
     sim.add_argument("--bootstrap", help="Kafka bootstrap for --via kafka (default TRACE_KAFKA_BOOTSTRAP), and with "
                      "--via api where the conflicting copies go")  # fmt: skip
     sim.add_argument("--topic", help="events topic (default TRACE_TOPIC_EVENTS, else trace.events.v1)")

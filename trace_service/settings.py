@@ -6,6 +6,8 @@ object down.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -175,3 +177,20 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: object) -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+_Section = TypeVar("_Section", bound=BaseSettings)
+_DEFAULT_SECTIONS: dict[type[BaseSettings], BaseSettings] = {}
+
+
+def section(settings: object, name: str, kind: type[_Section]) -> _Section:
+    """A settings section that ``Settings`` does not carry as a field (the market's thresholds, its bulletin,
+    its stock): ``settings.<name>`` when the object given has one of that kind (a test's or a benchmark's),
+    else ``kind()`` read from the environment once per process."""
+    given = getattr(settings, name, None)
+    if isinstance(given, kind):
+        return given
+    default = _DEFAULT_SECTIONS.get(kind)
+    if not isinstance(default, kind):
+        default = _DEFAULT_SECTIONS[kind] = kind()
+    return default

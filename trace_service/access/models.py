@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.config import JsonDict
 
 
 class Role(StrEnum):
@@ -60,20 +61,18 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whit
 CreditCode = Annotated[str, StringConstraints(pattern=r"^[0-9A-Z]{18}$")]
 
 
+# One operator as registered: the example of the registration, which the answer repeats.
+_OPERATOR_EXAMPLE: JsonDict = {
+    "code": "442000600012",
+    "name": "东升镇农贸市场12号摊",
+    "kind": "retailer",
+    "region": "442000",
+    "parent": "442000600001",
+}
+
+
 class OperatorIn(_Body):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "code": "442000600012",
-                    "name": "东升镇农贸市场12号摊",
-                    "kind": "retailer",
-                    "region": "442000",
-                    "parent": "442000600001",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [_OPERATOR_EXAMPLE]})
 
     code: str
     name: Name
@@ -100,11 +99,7 @@ class OperatorOut(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "code": "442000600012",
-                    "name": "东升镇农贸市场12号摊",
-                    "kind": "retailer",
-                    "region": "442000",
-                    "parent": "442000600001",
+                    **_OPERATOR_EXAMPLE,
                     "credit_code": None,
                     "status": "active",
                     "created_at": "2026-11-24T09:30:00+08:00",
@@ -199,23 +194,21 @@ class IntegratorPatch(_Body):
     operators: OperatorCodes | None = None
 
 
+# One integrator as the API shows it: the example of every answer that carries one.
+_INTEGRATOR_EXAMPLE: JsonDict = {
+    "key_id": "int-3kq8v2nd0xa1",
+    "name": "东升市场信息系统",
+    "operators": ["442000600001"],
+    "status": "active",
+    "created_by": "admin",
+    "created_at": "2026-11-24T09:30:00+08:00",
+    "updated_at": "2026-11-24T09:30:00+08:00",
+    "revoked_at": None,
+}
+
+
 class IntegratorOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "key_id": "int-3kq8v2nd0xa1",
-                    "name": "东升市场信息系统",
-                    "operators": ["442000600001"],
-                    "status": "active",
-                    "created_by": "admin",
-                    "created_at": "2026-11-24T09:30:00+08:00",
-                    "updated_at": "2026-11-24T09:30:00+08:00",
-                    "revoked_at": None,
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [_INTEGRATOR_EXAMPLE]})
 
     key_id: str
     name: str
@@ -229,21 +222,7 @@ class IntegratorOut(BaseModel):
 
 class NewIntegratorOut(IntegratorOut):
     model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "key_id": "int-3kq8v2nd0xa1",
-                    "name": "东升市场信息系统",
-                    "operators": ["442000600001"],
-                    "status": "active",
-                    "created_by": "admin",
-                    "created_at": "2026-11-24T09:30:00+08:00",
-                    "updated_at": "2026-11-24T09:30:00+08:00",
-                    "revoked_at": None,
-                    "secret": "q0VfH3...shown-once",
-                }
-            ]
-        }
+        json_schema_extra={"examples": [{**_INTEGRATOR_EXAMPLE, "secret": "q0VfH3...shown-once"}]}
     )
 
     secret: str = Field(
@@ -253,25 +232,6 @@ class NewIntegratorOut(IntegratorOut):
 
 
 class IntegratorList(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "items": [
-                        {
-                            "key_id": "int-3kq8v2nd0xa1",
-                            "name": "东升市场信息系统",
-                            "operators": ["442000600001"],
-                            "status": "active",
-                            "created_by": "admin",
-                            "created_at": "2026-11-24T09:30:00+08:00",
-                            "updated_at": "2026-11-24T09:30:00+08:00",
-                            "revoked_at": None,
-                        }
-                    ]
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [_INTEGRATOR_EXAMPLE]}]})
 
     items: list[IntegratorOut]

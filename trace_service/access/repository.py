@@ -18,9 +18,19 @@ api_keys = ApiKey.__table__  # type: ignore[attr-defined]
 integrators = Integrator.__table__  # type: ignore[attr-defined]
 
 
-async def get_operator(conn: AsyncConnection, code: str) -> dict[str, Any] | None:
-    row = (await conn.execute(sa.select(operators).where(operators.c.code == code))).mappings().first()
+async def _first(conn: AsyncConnection, stmt: sa.Executable) -> dict[str, Any] | None:
+    """The statement's first row as a dict, or None when it has none."""
+    row = (await conn.execute(stmt)).mappings().first()
     return dict(row) if row else None
+
+
+def _update(table: sa.Table, which: sa.ColumnElement[bool], values: dict[str, Any]) -> sa.Update:
+    """Set ``values`` (and ``updated_at``) on the rows ``which`` picks, returning them."""
+    return sa.update(table).where(which).values(**values, updated_at=sa.func.now()).returning(table)
+
+
+async def get_operator(conn: AsyncConnection, code: str) -> dict[str, Any] | None:
+    return await _first(conn, sa.select(operators).where(operators.c.code == code))
 
 
 async def get_operators_with_parents(conn: AsyncConnection, codes: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -37,19 +47,11 @@ async def get_operators_with_parents(conn: AsyncConnection, codes: Sequence[str]
 async def insert_operator(conn: AsyncConnection, values: dict[str, Any]) -> dict[str, Any] | None:
     """Insert; None when the code is taken."""
     stmt = insert(operators).values(**values).on_conflict_do_nothing().returning(operators)
-    row = (await conn.execute(stmt)).mappings().first()
-    return dict(row) if row else None
+    return await _first(conn, stmt)
 
 
 async def update_operator(conn: AsyncConnection, code: str, values: dict[str, Any]) -> dict[str, Any] | None:
-    stmt = (
-        sa.update(operators)
-        .where(operators.c.code == code)
-        .values(**values, updated_at=sa.func.now())
-        .returning(operators)
-    )
-    row = (await conn.execute(stmt)).mappings().first()
-    return dict(row) if row else None
+    return await _first(conn, _update(operators, operators.c.code == code, values))
 
 
 async def operator_kinds(conn: AsyncConnection, codes: Iterable[str | None]) -> dict[str, str]:
@@ -94,8 +96,7 @@ async def key_for_auth(conn: AsyncConnection, key_id: str) -> dict[str, Any] | N
         .select_from(api_keys.outerjoin(operators, operators.c.code == api_keys.c.operator_code))
         .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
     )
-    row = (await conn.execute(stmt)).mappings().first()
-    return dict(row) if row else None
+    return await _first(conn, stmt)
 
 
 async def insert_key(conn: AsyncConnection, values: dict[str, Any]) -> dict[str, Any]:
@@ -104,8 +105,7 @@ async def insert_key(conn: AsyncConnection, values: dict[str, Any]) -> dict[str,
 
 
 async def get_key(conn: AsyncConnection, key_id: str) -> dict[str, Any] | None:
-    row = (await conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id))).mappings().first()
-    return dict(row) if row else None
+    return await _first(conn, sa.select(api_keys).where(api_keys.c.key_id == key_id))
 
 
 async def revoke_key(conn: AsyncConnection, key_id: str) -> None:
@@ -164,8 +164,7 @@ async def insert_integrator(conn: AsyncConnection, values: dict[str, Any]) -> di
 
 async def get_integrator(conn: AsyncConnection, key_id: str) -> dict[str, Any] | None:
     stmt = sa.select(integrators).where(integrators.c.key_id == key_id)
-    row = (await conn.execute(stmt)).mappings().first()
-    return dict(row) if row else None
+    return await _first(conn, stmt)
 
 
 async def list_integrators(conn: AsyncConnection) -> list[dict[str, Any]]:
@@ -174,14 +173,7 @@ async def list_integrators(conn: AsyncConnection) -> list[dict[str, Any]]:
 
 
 async def update_integrator(conn: AsyncConnection, key_id: str, values: dict[str, Any]) -> dict[str, Any] | None:
-    stmt = (
-        sa.update(integrators)
-        .where(integrators.c.key_id == key_id)
-        .values(**values, updated_at=sa.func.now())
-        .returning(integrators)
-    )
-    row = (await conn.execute(stmt)).mappings().first()
-    return dict(row) if row else None
+    return await _first(conn, _update(integrators, integrators.c.key_id == key_id, values))
 
 
 async def revoke_integrator(conn: AsyncConnection, key_id: str) -> None:

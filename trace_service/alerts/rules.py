@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -204,15 +204,23 @@ def ear_tag_reused(uses: list[TagUse]) -> list[Finding]:
     return findings
 
 
-def certificate_rules(certs: list[Certificate], claims: list[Claim], s: RuleSettings) -> list[Finding]:
-    """certificate_overused and certificate_expired."""
-    findings: list[Finding] = []
+def _claims_by_certificate(
+    certs: list[Certificate], claims: list[Claim]
+) -> Iterator[tuple[str, list[Claim], Certificate | None]]:
+    """Each certificate number claimed, with its claims in the order given and its certificate (of a number issued
+    twice, the last by issued_at), or None when no certificate of that number is known."""
     by_number: dict[str, list[Claim]] = defaultdict(list)
     for c in claims:
         by_number[c.number].append(c)
     cert_of = {c.number: c for c in sorted(certs, key=lambda c: (c.issued_at, str(c.event_id)))}
     for number, uses in by_number.items():
-        cert = cert_of.get(number)
+        yield number, uses, cert_of.get(number)
+
+
+def certificate_rules(certs: list[Certificate], claims: list[Claim], s: RuleSettings) -> list[Finding]:
+    """certificate_overused and certificate_expired."""
+    findings: list[Finding] = []
+    for number, uses, cert in _claims_by_certificate(certs, claims):
         heads = sum(u.head for u in uses)
         plants = sorted({u.operator for u in uses})
         ids = _ids([u.event_id for u in uses], [cert.event_id] if cert else [])
@@ -264,12 +272,7 @@ def certificate_head_counts(certs: list[Certificate], claims: list[Claim]) -> li
     settle delay (see the engine), not as soon as the first intake is seen.
     """
     findings: list[Finding] = []
-    by_number: dict[str, list[Claim]] = defaultdict(list)
-    for c in claims:
-        by_number[c.number].append(c)
-    cert_of = {c.number: c for c in sorted(certs, key=lambda c: (c.issued_at, str(c.event_id)))}
-    for number, uses in by_number.items():
-        cert = cert_of.get(number)
+    for number, uses, cert in _claims_by_certificate(certs, claims):
         if cert is None:
             continue
         plants = sorted({u.operator for u in uses})

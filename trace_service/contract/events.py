@@ -194,10 +194,30 @@ def _epcis_problems(problems: list[Problem]) -> str:
     return f"not a valid EPCIS 2.0 event: {shown}{more}"
 
 
+def _unstorable(node: Any, where: str) -> list[Problem]:
+    """The strings (keys too) of an EPCIS event that Postgres cannot store (a NUL, a lone surrogate)."""
+    if isinstance(node, str):
+        try:
+            storable_text(node)
+        except ValueError as exc:
+            return [Problem(where, str(exc))]
+        return []
+    found: list[Problem] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += _unstorable(key, where) + _unstorable(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _unstorable(value, f"{where}/{i}")
+    return found[:5]
+
+
 def check_epcis_event(data: EpcisEventData) -> EpcisEventData:
     """The data of an ``epcis.event``: an event the standard's schema accepts, whose lots the city can name
     (with the contract's default lot pattern: an LGTIN's city code is formed the same way everywhere)."""
-    problems = epcis_schema.validate_event(data.event, data.context)
+    problems = _unstorable(data.event, "") + _unstorable(data.context, "/@context")
+    if not problems:
+        problems = epcis_schema.validate_event(data.event, data.context)
     if not problems:
         problems = epcis_effects(data).problems
     if problems:

@@ -11,7 +11,6 @@ fewer sold, the city's figure would be that market's own figure.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -25,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from trace_service.errors import InvalidInput
 from trace_service.market.products import name_of, names
 from trace_service.market.rules import CITY, LIVE_PIG
-from trace_service.settings import Settings
+from trace_service.settings import Settings, section
 
 DAYS = 30
 # Late uploads may still change a finished day for a while: caches may keep an answer five minutes.
@@ -40,14 +39,8 @@ class BulletinSettings(BaseSettings):
     min_sellers: int = Field(default=3, ge=1)
 
 
-@functools.cache
-def _default_settings() -> BulletinSettings:
-    return BulletinSettings()
-
-
 def bulletin_settings(settings: Settings) -> BulletinSettings:
-    given = getattr(settings, "bulletin", None)
-    return given if isinstance(given, BulletinSettings) else _default_settings()
+    return section(settings, "bulletin", BulletinSettings)
 
 
 def _rows(result: Any) -> list[Any]:

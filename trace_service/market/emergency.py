@@ -13,7 +13,6 @@ The SQL lives here with its use cases: two small reads of the alerts table and t
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -40,7 +39,7 @@ from trace_service.market.levels import (
 )
 from trace_service.market.products import names
 from trace_service.market.rules import CITY, MARKET_RULES, MarketThresholds
-from trace_service.settings import Settings
+from trace_service.settings import Settings, section
 from trace_service.sharing import service as sharing
 
 # Two workers that find the same change at once: the one that does not get this lock leaves the change to
@@ -48,14 +47,8 @@ from trace_service.sharing import service as sharing
 _LOCK_KEY = 0x7E17E7E1
 
 
-@functools.cache
-def _default_thresholds() -> LevelThresholds:
-    return LevelThresholds()
-
-
 def thresholds_of(settings: Settings) -> LevelThresholds:
-    given = getattr(settings, "levels", None)
-    return given if isinstance(given, LevelThresholds) else _default_thresholds()
+    return section(settings, "levels", LevelThresholds)
 
 
 def _rows(result: Any) -> list[Any]:
@@ -339,15 +332,9 @@ async def levels_answer(
     }
 
 
-@functools.cache
-def _default_market() -> MarketThresholds:
-    return MarketThresholds()
-
-
 def market_thresholds(settings: Settings) -> MarketThresholds:
-    """The market rules' thresholds, as ``market/service.py`` reads them (that module calls this one)."""
-    given = getattr(settings, "market", None)
-    return given if isinstance(given, MarketThresholds) else _default_market()
+    """The market rules' thresholds, the same object as ``market/service.py`` reads."""
+    return section(settings, "market", MarketThresholds)
 
 
 async def operator_names(conn: AsyncConnection, codes: Sequence[str]) -> dict[str, str]:

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -37,7 +36,7 @@ from trace_service.errors import InvalidInput
 from trace_service.market import emergency, projection, rules
 from trace_service.market import repository as repo
 from trace_service.market.rules import CITY, LIVE_PIG, Cell, Figures, MarketThresholds, Settled, SiteSales
-from trace_service.settings import Settings
+from trace_service.settings import Settings, section
 from trace_service.sharing import service as sharing
 
 PRODUCT_PATTERN = r"^[0-9A-Za-z._-]{1,32}$"  # the contract's product code
@@ -48,16 +47,10 @@ DEFAULT_DAYS = 28
 CellKey = tuple[date, str, str]
 
 
-@functools.cache
-def _default_thresholds() -> MarketThresholds:
-    return MarketThresholds()
-
-
 def thresholds_of(settings: Settings) -> MarketThresholds:
     """The market thresholds: ``settings.market`` once settings carry them, else read from the environment
     once (``TRACE_MARKET_*``)."""
-    given = getattr(settings, "market", None)
-    return given if isinstance(given, MarketThresholds) else _default_thresholds()
+    return section(settings, "market", MarketThresholds)
 
 
 @dataclass(frozen=True)

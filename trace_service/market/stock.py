@@ -12,7 +12,6 @@ the rules of what counts are the settings below.
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -31,7 +30,7 @@ from trace_service.contract.regions import region_name
 from trace_service.errors import InvalidInput
 from trace_service.market.products import names
 from trace_service.market.rules import CITY
-from trace_service.settings import Settings
+from trace_service.settings import Settings, section
 from trace_service.sharing import service as sharing
 
 PRODUCT_PATTERN = r"^[0-9A-Za-z._-]{1,32}$"  # the contract's product code, as the supply query takes it
@@ -53,14 +52,8 @@ class StockSettings(BaseSettings):
     not_markets: list[str] = ["farm", "planting_base", "canteen"]
 
 
-@functools.cache
-def _default_settings() -> StockSettings:
-    return StockSettings()
-
-
 def stock_settings(settings: Settings) -> StockSettings:
-    given = getattr(settings, "stock", None)
-    return given if isinstance(given, StockSettings) else _default_settings()
+    return section(settings, "stock", StockSettings)
 
 
 def _rows(result: Any) -> list[Any]:

@@ -86,15 +86,22 @@ def _port_open(host: str, port: int, timeout: float) -> bool:
         return False
 
 
+def _poll(ready: Callable[[], bool], timeout: float, timed_out: Callable[[], str]) -> None:
+    """Ask ``ready`` every 20 ms until it says yes; :class:`EmbeddedError` with ``timed_out()`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() >= deadline:
+            raise EmbeddedError(timed_out())
+        time.sleep(0.02)
+
+
 def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
     """Block until ``host:port`` accepts a TCP connection; :class:`EmbeddedError` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if _port_open(host, port, timeout=0.5):
-            return
-        if time.monotonic() >= deadline:
-            raise EmbeddedError(f"{host}:{port} did not accept a connection within {timeout:g} s")
-        time.sleep(0.02)
+    _poll(
+        lambda: _port_open(host, port, timeout=0.5),
+        timeout,
+        lambda: f"{host}:{port} did not accept a connection within {timeout:g} s",
+    )
 
 
 def _kafka_api_versions(host: str, port: int, timeout: float) -> bool:
@@ -133,13 +140,11 @@ def _kafka_api_versions(host: str, port: int, timeout: float) -> bool:
 
 def wait_for_kafka(host: str, port: int, timeout: float = 10.0) -> None:
     """Block until ``host:port`` answers Kafka ApiVersions; :class:`EmbeddedError` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if _kafka_api_versions(host, port, timeout=1.0):
-            return
-        if time.monotonic() >= deadline:
-            raise EmbeddedError(f"no Kafka broker answered at {host}:{port} within {timeout:g} s")
-        time.sleep(0.02)
+    _poll(
+        lambda: _kafka_api_versions(host, port, timeout=1.0),
+        timeout,
+        lambda: f"no Kafka broker answered at {host}:{port} within {timeout:g} s",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -315,8 +320,7 @@ class EmbeddedBroker:
         return cls(process, port, log_file, own_log=own_log)
 
     def _await_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def answers() -> bool:
             code = self._process.poll()
             if code is not None:
                 raise EmbeddedError(
@@ -324,14 +328,16 @@ class EmbeddedBroker:
                     f"log {self._log_file}:\n{_log_tail(self._log_file)}"
                 )
             # Re-check the process after the probe: the answer must not come from another broker.
-            if _kafka_api_versions(_LOCALHOST, self._port, timeout=1.0) and self._process.poll() is None:
-                return
-            if time.monotonic() >= deadline:
-                raise EmbeddedError(
-                    f"tansu broker did not answer on port {self._port} within {timeout:g} s; "
-                    f"log {self._log_file}:\n{_log_tail(self._log_file)}"
-                )
-            time.sleep(0.02)
+            return _kafka_api_versions(_LOCALHOST, self._port, timeout=1.0) and self._process.poll() is None
+
+        _poll(
+            answers,
+            timeout,
+            lambda: (
+                f"tansu broker did not answer on port {self._port} within {timeout:g} s; "
+                f"log {self._log_file}:\n{_log_tail(self._log_file)}"
+            ),
+        )
 
     @property
     def bootstrap(self) -> str:

@@ -206,17 +206,6 @@ class Worker:
             # The next batch is fetched and decoded while the current one's transaction runs: decoding needs no
             # database, and one worker is otherwise a serial pipeline, Python then Postgres. A batch fetched
             # ahead and not applied when the worker stops is not committed: the group reads it again.
-            if __import__("os").environ.get("PERF_NO_AHEAD"):  # TEMPORARY A/B switch
-                while not stop.is_set():
-                    batch, planned = await self._fetch(consumer)
-                    if batch:
-                        outcome = await self._handle(consumer, producer, batch, planned)
-                        if outcome.alerts_changed:
-                            await self._relay(producer)
-                    if loop.time() >= next_tick:
-                        next_tick = loop.time() + s.rules.tick_seconds
-                        await self._tick(producer)
-                return
             ahead = asyncio.create_task(self._fetch(consumer))
             try:
                 while not stop.is_set():

@@ -861,28 +861,14 @@ def pre_hash_string(event: dict[str, Any], context: object) -> str:
             extensions[key] = event[key]
 
     out = ["eventType=" + kind]
-    for name in _SCALARS:
-        if name in event:
-            value = event[name]
-            if isinstance(value, dict | list):
-                raise Unsupported("a structured value where the standard has a scalar")
-            text = reader.text(value)
-            if text:
-                out.append(name + "=" + (_time(text) if name == "eventTime" else _canon(text)))
+    _scalars(out, reader, event, _SCALARS)
     for name in _EPC_LISTS_1:
         out.append(_epc_list(reader, name, event.get(name)))
     for name in _QTY_LISTS_1:
         out.append(_quantity_list(reader, name, event.get(name)))
     out.append(_epc_list(reader, "outputEPCList", event.get("outputEPCList")))
     out.append(_quantity_list(reader, "outputQuantityList", event.get("outputQuantityList")))
-    for name in _ACTION_ETC:
-        if name in event:
-            value = event[name]
-            if isinstance(value, dict | list):
-                raise Unsupported("a structured value where the standard has a scalar")
-            text = reader.text(value)
-            if text:
-                out.append(name + "=" + _canon(text))
+    _scalars(out, reader, event, _ACTION_ETC)
     if "persistentDisposition" in event:
         out.append(_persistent(reader, event["persistentDisposition"]))
     for name in ("readPoint", "bizLocation"):
@@ -909,6 +895,19 @@ def pre_hash_string(event: dict[str, Any], context: object) -> str:
     rest.extend(reader.generic(extensions))
     rest.sort()
     return "".join(out) + "".join(rest)
+
+
+def _scalars(out: list[str], reader: _Reader, event: dict[str, Any], names: tuple[str, ...]) -> None:
+    """Append ``name=value`` for each of ``names`` the event has with a value, in that order: the event time
+    canonical as a time, the rest as text."""
+    for name in names:
+        if name in event:
+            value = event[name]
+            if isinstance(value, dict | list):
+                raise Unsupported("a structured value where the standard has a scalar")
+            text = reader.text(value)
+            if text:
+                out.append(name + "=" + (_time(text) if name == "eventTime" else _canon(text)))
 
 
 def _epc_list(reader: _Reader, name: str, items: Any) -> str:

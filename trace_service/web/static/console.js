@@ -735,21 +735,28 @@
     $("drill-table").hidden = false;
   }
 
+  // The last 30 days of supply and the stock on hand for one product or one market: [supply, held], or null
+  // (the drill's status says why) when either could not be read.
+  async function drillData(filter) {
+    try {
+      return await Promise.all([
+        api(`/console/api/supply${q({ ...filter, from: addDays(today(), -29), to: today() })}`),
+        api(`/console/api/market/stock${q(filter)}`),
+      ]);
+    } catch (error) {
+      setStatus("drill-status", `无法显示 Cannot show: ${error.message}`, true);
+      return null;
+    }
+  }
+
   async function drillProduct(product) {
     openDrill(`${productName(product)} · 各市场 across markets`);
     crumbs([productName(product), null]);
     setStatus("drill-status", "加载中 Loading…");
     const u = unitOf(product);
-    let supply, held;
-    try {
-      [supply, held] = await Promise.all([
-        api(`/console/api/supply${q({ product, from: addDays(today(), -29), to: today() })}`),
-        api(`/console/api/market/stock${q({ product })}`),
-      ]);
-    } catch (error) {
-      setStatus("drill-status", `无法显示 Cannot show: ${error.message}`, true);
-      return;
-    }
+    const found = await drillData({ product });
+    if (!found) return;
+    const [supply, held] = found;
     drilled = { product, supply };
     const stockOf = new Map();
     for (const p of held.products || []) for (const m of p.markets || []) stockOf.set(m.market, m);
@@ -798,16 +805,9 @@
     openDrill(`市场 Market ${market}`);
     crumbs([`市场 Market ${market}`, null]);
     setStatus("drill-status", "加载中 Loading…");
-    let supply, held;
-    try {
-      [supply, held] = await Promise.all([
-        api(`/console/api/supply${q({ market, from: addDays(today(), -29), to: today() })}`),
-        api(`/console/api/market/stock${q({ market })}`),
-      ]);
-    } catch (error) {
-      setStatus("drill-status", `无法显示 Cannot show: ${error.message}`, true);
-      return;
-    }
+    const found = await drillData({ market });
+    if (!found) return;
+    const [supply, held] = found;
     const series = (supply.series || []).filter((one) => one.market === market);
     const name = series.length ? series[0].market_name : null;
     $("drill-title").textContent = `${marketLabel(market, name)} · 全部品种 all products`;
