@@ -3,8 +3,9 @@
 ``HOMES`` maps every event type of the contract to its graph effect (``chain/projection.py``: the rows it adds to
 the trace graph), its market effect (``market/projection.py``: the rows it adds to the daily figures, or none)
 and the rule families whose facts it feeds (what ``alerts/engine.judge_batch`` gathers because of it; declared
-here, not yet used to skip families). The
-worker applies a batch through these columns; ``grep TradeReceived`` shows everything that type does.
+here: the profile of a city day found every family fed by nearly every batch, so nothing is skipped on them yet).
+The worker builds a batch's graph rows through the graph column (:func:`graph_plan`); ``grep TradeReceived`` shows
+everything that type does.
 
 The graph and market columns are the dispatch tables of their own modules (``projection.GRAPH``,
 ``market.projection.MARKET``, which the API-side code and the tests reach without this layer); the check at the
@@ -86,6 +87,15 @@ HOMES: dict[str, Home] = {
     # An EPCIS event may do what any of the others do (docs/epcis.md): every family.
     T.EPCIS_EVENT: Home(graph.epcis_event, None, frozenset(Family)),
 }
+
+
+def graph_plan(events: Iterable[Event]) -> Plan:
+    """The rows the trace graph gains from a batch: each event's graph effect from its home, in batch order
+    (what ``projection.plan`` does through the same functions)."""
+    p = Plan()
+    for ev in events:
+        HOMES[ev.event_type].graph(p, ev)
+    return p
 
 
 def families_of(events: Iterable[Event]) -> frozenset[Family]:

@@ -710,7 +710,7 @@ class LotTemperature(SQLModel, table=True):
     celsius: Decimal = Field(sa_column=sa.Column(sa.Numeric(5, 2), nullable=False))
 
 
-# -- EPCIS: captures and the event index (migration 0016) --
+# -- EPCIS: captures and the event index (migrations 0016, 0018) --
 
 
 class EpcisCapture(SQLModel, table=True):
@@ -735,7 +735,8 @@ class EpcisCapture(SQLModel, table=True):
 
 class EpcisEvent(SQLModel, table=True):
     """Every applied event as EPCIS 2.0 (written by the worker with the event): captured events as sent plus
-    ``eventID``, domestic events rendered. The columns are the query index of ``GET /epcis/events``."""
+    ``eventID`` in ``doc``; domestic events by their index columns only, ``doc`` null (migration 0018): the query
+    renders them from their envelope in ``events``. The columns are the query index of ``GET /epcis/events``."""
 
     __tablename__ = "epcis_events"
     __table_args__ = (
@@ -763,7 +764,7 @@ class EpcisEvent(SQLModel, table=True):
     input_epcs: list[str] = Field(sa_column=sa.Column(sa.ARRAY(sa.Text), nullable=False))
     output_epcs: list[str] = Field(sa_column=sa.Column(sa.ARRAY(sa.Text), nullable=False))
     parent_id: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
-    doc: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
+    doc: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(JSONB, nullable=True))
     # The capture document's @context; null for a domestic event (the service's own context).
     context: Any = Field(default=None, sa_column=sa.Column(JSONB, nullable=True))
     error_declaration: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(JSONB, nullable=True))

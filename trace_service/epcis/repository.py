@@ -13,10 +13,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from trace_service.db.tables import EpcisCapture, EpcisEvent
+from trace_service.db.tables import EpcisCapture, EpcisEvent, StoredEvent
 
 captures = EpcisCapture.__table__  # type: ignore[attr-defined]
 events = EpcisEvent.__table__  # type: ignore[attr-defined]
+stored_events = StoredEvent.__table__  # type: ignore[attr-defined]
 TEXTS = ARRAY(sa.Text)
 
 # -- capture ------------------------------------------------------------------------------------------------
@@ -260,6 +261,10 @@ def _has_any(key: str, values: Sequence[str]) -> Any:
     return events.c.doc[key].op("?|")(_texts(values))
 
 
+_OBSERVED = """EXISTS (SELECT 1 FROM unnest(epcis_events.epcs) x WHERE x = ANY(:observed_classes)
+    AND NOT x = ANY(epcis_events.input_epcs) AND NOT x = ANY(epcis_events.output_epcs))"""
+
+
 def _conditions(f: Filters) -> list[Any]:
     c = events.c
     where: list[Any] = []
@@ -283,7 +288,9 @@ def _conditions(f: Filters) -> list[Any]:
         where.append(c.record_time >= f.ge_record_time)
     if f.lt_record_time is not None:
         where.append(c.record_time < f.lt_record_time)
-    # The GIN-indexed arrays narrow the rows; the document then says in which list the EPC stands.
+    # The GIN-indexed arrays narrow the rows; the document then says in which list the EPC stands. A domestic
+    # row has no document (rendered when read), and its rendering has no EPC list nor parentID: these
+    # conditions are null for it, as they were false for its rendering.
     if f.epc:
         where += [c.epcs.op("&&")(_texts(f.epc)), sa.or_(_has_any("epcList", f.epc), _has_any("childEPCs", f.epc))]
     if f.any_epc:
@@ -309,17 +316,29 @@ def _conditions(f: Filters) -> list[Any]:
             joined = " || ".join(f"coalesce(epcis_events.doc->'{key}', '[]')" for key in lists)
             statement = "EXISTS (SELECT 1 FROM jsonb_array_elements(" + joined + ") q "  # noqa: S608 (constants)
             statement += "WHERE q->>'epcClass' = ANY(:" + name + "))"
-            classes = sa.text(statement).bindparams(sa.bindparam(name, list(wanted), type_=TEXTS))
+            in_doc = sa.text(statement).bindparams(sa.bindparam(name, list(wanted), type_=TEXTS))
+            # A domestic row (no doc) names its lots only as classes of quantity lists: any of them for
+            # MATCH_anyEPCClass, those of ``quantityList`` (not a transformation's inputs or outputs) for
+            # MATCH_epcClass.
+            domestic: Any = c.doc.is_(None)
+            if len(lists) == 2:
+                observed = sa.text(_OBSERVED).bindparams(sa.bindparam("observed_classes", list(wanted), type_=TEXTS))
+                domestic = sa.and_(domestic, observed)
+            classes = sa.or_(in_doc, domestic)
             where += [c.epcs.op("&&")(_texts(wanted)), classes]
     return where
 
 
 @dataclass(frozen=True)
 class StoredEpcisEvent:
+    """An index row as read: a captured event's ``doc``, or (``doc`` None) a domestic event's stored envelope,
+    which the service renders."""
+
     event_id: uuid.UUID
     record_time: datetime
     operator: str
-    doc: dict[str, Any]
+    doc: dict[str, Any] | None
+    envelope: dict[str, Any] | None
     context: Any
     error_declaration: dict[str, Any] | None
 
@@ -329,13 +348,19 @@ _OUT = (
     events.c.record_time,
     events.c.operator,
     events.c.doc,
+    stored_events.c.envelope,
     events.c.context,
     events.c.error_declaration,
 )
+# The envelope of a domestic row only (a captured row's envelope is not needed, and a declaration's row may
+# name no stored event).
+_FROM = events.outerjoin(stored_events, sa.and_(events.c.doc.is_(None), stored_events.c.event_id == events.c.event_id))
 
 
 def _stored(row: Any) -> StoredEpcisEvent:
-    return StoredEpcisEvent(row.event_id, row.record_time, row.operator, row.doc, row.context, row.error_declaration)
+    return StoredEpcisEvent(
+        row.event_id, row.record_time, row.operator, row.doc, row.envelope, row.context, row.error_declaration
+    )
 
 
 async def query_events(
@@ -353,10 +378,13 @@ async def query_events(
         where.append(events.c.operator == sa.func.any(_texts(operators)))
     if after is not None:
         where.append(sa.tuple_(events.c.record_time, events.c.event_id) > sa.tuple_(*after))
-    query = sa.select(*_OUT).where(*where).order_by(events.c.record_time, events.c.event_id).limit(limit)
+    query = (
+        sa.select(*_OUT).select_from(_FROM).where(*where).order_by(events.c.record_time, events.c.event_id).limit(limit)
+    )
     return [_stored(row) for row in await conn.execute(query)]
 
 
 async def event_by_epcis_id(conn: AsyncConnection, epcis_id: str) -> StoredEpcisEvent | None:
-    row = (await conn.execute(sa.select(*_OUT).where(events.c.epcis_id == epcis_id))).first()
+    query = sa.select(*_OUT).select_from(_FROM).where(events.c.epcis_id == epcis_id)
+    row = (await conn.execute(query)).first()
     return _stored(row) if row is not None else None

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from trace_service.access import service as access
 from trace_service.access.models import Principal, Role
 from trace_service.contract.epcis import hashing, mapping, schema
+from trace_service.contract.events import EPCIS_URIS
 from trace_service.db.uow import unit_of_work
 from trace_service.epcis import problems
 from trace_service.epcis import repository as repo
@@ -111,8 +112,13 @@ def union_context(contexts: Sequence[Any]) -> list[Any]:
 
 
 def served(stored: repo.StoredEpcisEvent) -> dict[str, Any]:
-    """An event as the query serves it: as stored, with the repository's recordTime and any declaration."""
-    event = dict(stored.doc)
+    """An event as the query serves it: as stored (a domestic event rendered from its stored envelope), with the
+    repository's recordTime and any declaration."""
+    if stored.doc is not None:
+        event = dict(stored.doc)
+    else:
+        assert stored.envelope is not None  # a domestic row: its event is stored with it (same transaction)
+        event = mapping.render(stored.envelope, EPCIS_URIS)
     event["recordTime"] = _time(stored.record_time)
     if stored.error_declaration is not None:
         event["errorDeclaration"] = stored.error_declaration

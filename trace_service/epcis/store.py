@@ -2,8 +2,10 @@
 
 :func:`record` takes the events a batch applied for the first time and writes one ``epcis_events`` row for
 each: a captured event (``epcis.event``) as it was sent, with ``eventID`` set to its CBV event hash when it
-had none; a domestic event rendered as EPCIS (``mapping.render``). ``recordTime`` is the row's
-``record_time`` (the applying transaction's time), added when the event is read. An event carrying an
+had none; a domestic event by its index columns only (``mapping.index``, straight from the typed event), with no
+``doc``: the query renders it from the stored envelope when it reads it (``mapping.render``), so the worker
+neither renders nor writes the EPCIS document of most of a batch. ``recordTime`` is the row's ``record_time``
+(the applying transaction's time), added when the event is read. An event carrying an
 ``errorDeclaration`` sets the declaration on the row of the event it corrects instead of adding one.
 """
 
@@ -12,12 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from trace_service.contract.epcis import hashing, mapping
-from trace_service.contract.epcis.uris import URIs
-from trace_service.contract.events import EPCIS_URIS, EpcisEventEvent, epcis_hash
+from trace_service.contract.epcis.uris import URIs, operator_uri
+from trace_service.contract.events import EPCIS_URIS, Envelope, EpcisEventEvent, epcis_hash
 from trace_service.epcis import repository as repo
 from trace_service.settings import Settings
 
@@ -84,6 +85,32 @@ def index_row(
     }
 
 
+def domestic_row(event: Envelope, uris: URIs) -> dict[str, Any]:
+    """The ``epcis_events`` row of a domestic event: the columns :func:`index_row` takes from its rendering, and
+    no ``doc`` (rendered when read)."""
+    found = mapping.index(event, uris)
+    here = operator_uri(event.operator, uris)
+    return {
+        "event_id": event.event_id,
+        "epcis_id": f"urn:uuid:{event.event_id}",
+        "type": found.type,
+        "event_time": event.occurred_at,
+        "biz_step": biz_step(found.biz_step),
+        "disposition": found.disposition,
+        "action": found.action,
+        "read_point": here,
+        "biz_location": here,
+        "operator": event.operator,
+        "epcs": sorted(set(found.epcs)),
+        "input_epcs": sorted(set(found.inputs)),
+        "output_epcs": sorted(set(found.outputs)),
+        "parent_id": None,
+        "doc": None,
+        "context": None,
+        "error_declaration": None,
+    }
+
+
 def _captured(envelope: dict[str, Any], hash_: str) -> tuple[dict[str, Any], bool]:
     """The row of a captured event (``hash_``: its CBV event hash, which leaves out ``errorDeclaration``,
     ``eventID`` and ``recordTime``), and whether it is an error declaration."""
@@ -101,7 +128,7 @@ def _captured(envelope: dict[str, Any], hash_: str) -> tuple[dict[str, Any], boo
     return index_row(original, envelope["operator"], event, context, declaration), True
 
 
-async def record(conn: AsyncConnection, fresh_events: Sequence[BaseModel], settings: Settings) -> None:
+async def record(conn: AsyncConnection, fresh_events: Sequence[Envelope], settings: Settings) -> None:
     """Index the events a batch applied for the first time (call inside the batch's transaction)."""
     uris = uris_of(settings)
     rows: list[dict[str, Any]] = []
@@ -117,8 +144,6 @@ async def record(conn: AsyncConnection, fresh_events: Sequence[BaseModel], setti
             row, declares = _captured(captured, epcis_hash(model))
             (declarations if declares else rows).append(row)
             continue
-        envelope = model.model_dump(mode="json")
-        rendered = mapping.render(envelope, uris)
-        rows.append(index_row(envelope["event_id"], envelope["operator"], rendered, None))
+        rows.append(domestic_row(model, uris))
     await repo.insert_events(conn, rows)
     await repo.declare_errors(conn, declarations)

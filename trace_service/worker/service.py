@@ -10,12 +10,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from trace_service import effects
 from trace_service.access import repository as access_repo
 from trace_service.alerts import engine as engine_
 from trace_service.alerts import repository as alerts_repo
 from trace_service.alerts import rules
 from trace_service.alerts.models import Finding
-from trace_service.chain import ownership, projection
+from trace_service.chain import ownership
 from trace_service.chain import writes as chain
 from trace_service.codes import service as codes
 from trace_service.contract.events import Catalogue
@@ -225,7 +226,7 @@ async def apply_batch(
         )
         # Only events stored for the first time change the graph: a redelivered batch is a no-op.
         fresh = [d.event for d in decoded if d.event.event_id in new_ids]
-        graph_plan = projection.plan(fresh)
+        graph_plan = effects.graph_plan(fresh)
         applied = await chain.apply_plan(conn, graph_plan)
         outcome.lots_touched = len(applied.touched)
         findings: list[Finding] = list(owner_findings)

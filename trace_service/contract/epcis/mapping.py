@@ -4,13 +4,16 @@
   custody, temperatures, import data), as neutral dataclasses the chain code turns into rows.
 * :func:`render`: a domestic envelope (its JSON) as an EPCIS 2.0 event, for ``GET /epcis/events``.
 * :func:`epcs`, :func:`reporting_operator`: what the query index and capture need to know of an event.
+* :func:`index`: the query index of a typed domestic event, straight from its fields (what :func:`render` and
+  :func:`epcs` would give, without rendering it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trace_service.contract.epcis.schema import STANDARD_CONTEXT_URL, Problem
 from trace_service.contract.epcis.uris import (
@@ -22,6 +25,9 @@ from trace_service.contract.epcis.uris import (
     operator_code,
     operator_uri,
 )
+
+if TYPE_CHECKING:  # contract.events imports this module: its models are only named here
+    from trace_service.contract import events as ev
 
 NAMESPACE = "https://trace.zs.example/epcis/"
 PREFIX = "zs-trace"
@@ -655,3 +661,129 @@ def render(envelope: dict[str, Any], uris: URIs) -> dict[str, Any]:
     ev["readPoint"] = here
     ev["bizLocation"] = here
     return ev
+
+
+# -- index: the query columns of a domestic event, without rendering it ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Index:
+    """What ``GET /epcis/events`` filters on of a rendered domestic event: its type, bizStep, disposition and
+    action as :func:`render` writes them, and :func:`epcs` of the rendering (every domestic lot is an EPC class
+    of a quantity list). readPoint and bizLocation are the operator, eventID ``urn:uuid:`` and the event id."""
+
+    type: str
+    biz_step: str
+    disposition: str | None
+    action: str | None
+    epcs: list[str]
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+
+def _observed(
+    lots: list[str], uris: URIs, biz_step: str, disposition: str | None, action: str | None = "OBSERVE"
+) -> Index:
+    return Index("ObjectEvent", biz_step, disposition, action, list(dict.fromkeys(lot_uri(c, uris) for c in lots)))
+
+
+def _index_dispatched(d: ev.FarmPigsDispatched, uris: URIs) -> Index:
+    return _observed([d.lot], uris, "commissioning", "active", "ADD")
+
+
+def _index_received(d: ev.SlaughterPigsReceived, uris: URIs) -> Index:
+    return _observed([d.lot], uris, "receiving", "in_progress", "ADD")
+
+
+def _index_asf(d: ev.SlaughterAsfTested, uris: URIs) -> Index:
+    return _observed([d.lot], uris, "inspecting", "conformant" if d.result == "negative" else "non_conformant")
+
+
+def _index_slaughtered(d: ev.SlaughterBatchSlaughtered, uris: URIs) -> Index:
+    inputs = [lot_uri(d.lot, uris)]
+    outputs = list(dict.fromkeys(lot_uri(o.lot, uris) for o in d.outputs))
+    every = list(dict.fromkeys(inputs + outputs))
+    return Index("TransformationEvent", "killing", "active", None, every, inputs, outputs)
+
+
+def _index_harvested(d: ev.ProduceHarvested, uris: URIs) -> Index:
+    return _observed([d.lot], uris, "commissioning", "active", "ADD")
+
+
+def _index_shipped(d: ev.TradeShipped, uris: URIs) -> Index:
+    return _observed([line.lot for line in d.lines], uris, "shipping", "in_transit")
+
+
+def _index_trade_received(d: ev.TradeReceived, uris: URIs) -> Index:
+    return _observed([line.lot for line in d.lines], uris, "receiving", "in_progress")
+
+
+def _index_tested(d: ev.LotTested, uris: URIs) -> Index:
+    return _observed([d.lot], uris, "inspecting", "conformant" if d.result == "pass" else "non_conformant")
+
+
+def _index_sold(d: ev.RetailSold, uris: URIs) -> Index:
+    return _observed([d.lot], uris, "retail_selling", "retail_sold")
+
+
+def _index_disposed(d: ev.LotDisposed, uris: URIs) -> Index:
+    return _observed([d.lot], uris, "destroying", "destroyed", "DELETE")
+
+
+def _index_held(d: ev.RegulatorLotAction, uris: URIs) -> Index:
+    return _observed([d.lot], uris, "holding", "non_sellable_other")
+
+
+def _index_released(d: ev.RegulatorLotAction, uris: URIs) -> Index:
+    return _observed([d.lot], uris, BIZSTEP_RELEASING, "sellable_accessible")
+
+
+def _index_cleared(d: ev.ImportCustomsCleared, uris: URIs) -> Index:
+    return _observed([d.lot], uris, "commissioning", "active", "ADD")
+
+
+def _index_documents(d: ev.ImportDocumentsSupplied, uris: URIs) -> Index:
+    return _observed([d.lot], uris, "accepting", None)
+
+
+def _index_stored_in(d: ev.ColdStoreMove, uris: URIs) -> Index:
+    return _observed([d.lot], uris, "storing", "sellable_not_accessible")
+
+
+def _index_released_cold(d: ev.ColdStoreMove, uris: URIs) -> Index:
+    return _observed([d.lot], uris, "departing", "in_transit")
+
+
+def _index_temperature(d: ev.LotTemperatureRecorded, uris: URIs) -> Index:
+    return _observed([d.lot], uris, "sensor_reporting", None)
+
+
+# One function per domestic event type, next to its rendering above (tests/test_epcis_index.py holds them to
+# agree with render + epcs).
+_INDEX: dict[str, Callable[[Any, URIs], Index]] = {
+    "farm.pigs_dispatched": _index_dispatched,
+    "slaughter.pigs_received": _index_received,
+    "slaughter.asf_tested": _index_asf,
+    "slaughter.batch_slaughtered": _index_slaughtered,
+    "produce.harvested": _index_harvested,
+    "trade.shipped": _index_shipped,
+    "trade.received": _index_trade_received,
+    "lot.tested": _index_tested,
+    "retail.sold": _index_sold,
+    "lot.disposed": _index_disposed,
+    "regulator.lot_held": _index_held,
+    "regulator.lot_released": _index_released,
+    "import.customs_cleared": _index_cleared,
+    "import.documents_supplied": _index_documents,
+    "coldstore.stored_in": _index_stored_in,
+    "coldstore.released": _index_released_cold,
+    "lot.temperature_recorded": _index_temperature,
+}
+
+
+def index(event: ev.Envelope, uris: URIs) -> Index:
+    """The query index of a validated domestic event (what :func:`render` then :func:`epcs` would give)."""
+    found = _INDEX.get(event.event_type)
+    if found is None:
+        raise ValueError(f"no EPCIS rendering for event type {event.event_type!r}")
+    return found(event.data, uris)
