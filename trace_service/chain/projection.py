@@ -24,6 +24,7 @@ from trace_service.contract.epcis.mapping import Effects
 from trace_service.contract.events import (
     ColdstoreReleasedEvent,
     ColdstoreStoredInEvent,
+    Envelope,
     EpcisEventEvent,
     Event,
     FarmPigsDispatchedEvent,
@@ -65,6 +66,27 @@ class Creation:
     documents: dict[str, Any]
     category: str | None = None  # pork | produce; received lots and sales inherit it
     slaughtered_at: datetime | None = None
+
+    @classmethod
+    def of(
+        cls,
+        ev: Envelope,
+        code: str,
+        kind: str,
+        *,
+        product: tuple[str | None, str | None] = (None, None),
+        kg: Decimal = Decimal(0),
+        head: int = 0,
+        origin_region: str | None = None,
+        documents: dict[str, Any],
+        category: str | None = None,
+        slaughtered_at: datetime | None = None,
+    ) -> Creation:
+        """The lot ``code`` that event ``ev`` creates: held by its operator, created when it happened."""
+        return cls(
+            code, kind, *product, ev.operator, ev.occurred_at, ev.event_id, ev.event_type, kg, head, origin_region,
+            documents, category, slaughtered_at,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -207,18 +229,14 @@ def farm_pigs_dispatched(p: Plan, ev: FarmPigsDispatchedEvent) -> None:
     d, eid = ev.data, ev.event_id
     cert = d.quarantine_cert
     p.create(
-        Creation(
+        Creation.of(
+            ev,
             d.lot,
             "live_pigs",
-            *LIVE_PIG_PRODUCT,
-            ev.operator,
-            ev.occurred_at,
-            eid,
-            ev.event_type,
-            Decimal(0),
-            d.head_count,
-            d.origin_region,
-            {
+            product=LIVE_PIG_PRODUCT,
+            head=d.head_count,
+            origin_region=d.origin_region,
+            documents={
                 "farm_code": d.farm_code,
                 "quarantine_cert": cert.model_dump(mode="json"),
                 "destination": d.destination,
@@ -232,20 +250,17 @@ def farm_pigs_dispatched(p: Plan, ev: FarmPigsDispatchedEvent) -> None:
 
 
 def slaughter_pigs_received(p: Plan, ev: SlaughterPigsReceivedEvent) -> None:
-    d, eid, op, at = ev.data, ev.event_id, ev.operator, ev.occurred_at
+    d, eid, at = ev.data, ev.event_id, ev.occurred_at
     p.create(
-        Creation(
+        Creation.of(
+            ev,
             d.lot,
             "slaughter_batch",
-            *LIVE_PIG_PRODUCT,
-            op,
-            at,
-            eid,
-            ev.event_type,
-            _kg(d.live_weight_kg) or Decimal(0),
-            d.head_count,
-            d.origin_region,
-            {
+            product=LIVE_PIG_PRODUCT,
+            kg=_kg(d.live_weight_kg) or Decimal(0),
+            head=d.head_count,
+            origin_region=d.origin_region,
+            documents={
                 "quarantine_cert_number": d.quarantine_cert_number,
                 "farm_code": d.farm_code,
                 "dead_on_arrival": d.dead_on_arrival,
@@ -260,7 +275,7 @@ def slaughter_pigs_received(p: Plan, ev: SlaughterPigsReceivedEvent) -> None:
         p.edge(EdgeRow(d.from_lot, d.lot, eid, None, head, "intake"))
     # Every intake is a claim on its certificate (the certificate rules count them); only one
     # without a from_lot is linked to the farm lot through it.
-    p.claims.append(ClaimRow(eid, d.quarantine_cert_number, d.lot, head, bool(d.from_lot), op, at))
+    p.claims.append(ClaimRow(eid, d.quarantine_cert_number, d.lot, head, bool(d.from_lot), ev.operator, at))
 
 
 def slaughter_asf_tested(p: Plan, ev: SlaughterAsfTestedEvent) -> None:
@@ -270,7 +285,7 @@ def slaughter_asf_tested(p: Plan, ev: SlaughterAsfTestedEvent) -> None:
 
 
 def slaughter_batch_slaughtered(p: Plan, ev: SlaughterBatchSlaughteredEvent) -> None:
-    d, eid, op, at = ev.data, ev.event_id, ev.operator, ev.occurred_at
+    d, eid, at = ev.data, ev.event_id, ev.occurred_at
     docs = {
         "quality_cert_number": d.quality_cert_number,
         "product_quarantine_cert_number": d.product_quarantine_cert_number,
@@ -279,19 +294,13 @@ def slaughter_batch_slaughtered(p: Plan, ev: SlaughterBatchSlaughteredEvent) -> 
     }
     for out in d.outputs:
         p.create(
-            Creation(
+            Creation.of(
+                ev,
                 out.lot,
                 "carcass",
-                out.product_code,
-                out.product_name,
-                op,
-                at,
-                eid,
-                ev.event_type,
-                _kg(out.weight_kg) or Decimal(0),
-                0,
-                None,
-                docs,
+                product=(out.product_code, out.product_name),
+                kg=_kg(out.weight_kg) or Decimal(0),
+                documents=docs,
                 category="pork",
                 slaughtered_at=at,
             )
@@ -319,19 +328,14 @@ def slaughter_batch_slaughtered(p: Plan, ev: SlaughterBatchSlaughteredEvent) -> 
 def produce_harvested(p: Plan, ev: ProduceHarvestedEvent) -> None:
     d = ev.data
     p.create(
-        Creation(
+        Creation.of(
+            ev,
             d.lot,
             "produce",
-            d.product_code,
-            d.product_name,
-            ev.operator,
-            ev.occurred_at,
-            ev.event_id,
-            ev.event_type,
-            _kg(d.weight_kg) or Decimal(0),
-            0,
-            d.origin_region,
-            {
+            product=(d.product_code, d.product_name),
+            kg=_kg(d.weight_kg) or Decimal(0),
+            origin_region=d.origin_region,
+            documents={
                 "compliance_cert_number": d.compliance_cert_number,
                 "base_code": d.base_code,
                 "harvested_at": d.harvested_at.isoformat(),
@@ -367,22 +371,7 @@ def trade_received(p: Plan, ev: TradeReceivedEvent) -> None:
         products[line.lot] = products.get(line.lot) or line.product_code
     for lot, product_code in products.items():
         # kg_in of a received lot is the sum of what its receipts brought in (see recompute).
-        p.create(
-            Creation(
-                lot,
-                "received",
-                product_code,
-                None,
-                ev.operator,
-                ev.occurred_at,
-                eid,
-                ev.event_type,
-                Decimal(0),
-                0,
-                None,
-                docs,
-            )
-        )
+        p.create(Creation.of(ev, lot, "received", product=(product_code, None), documents=docs))
     for (parent, child), kg in pairs.items():
         p.edge(EdgeRow(parent, child, eid, kg, None, "trade", key))
 
@@ -394,27 +383,20 @@ def lot_tested(p: Plan, ev: LotTestedEvent) -> None:
 
 
 def retail_sold(p: Plan, ev: RetailSoldEvent) -> None:
-    d, eid, op, at = ev.data, ev.event_id, ev.operator, ev.occurred_at
+    d, eid, at = ev.data, ev.event_id, ev.occurred_at
     kg = _kg(d.weight_kg) or Decimal(0)
     price = _kg(d.unit_price) or Decimal(0)
     p.create(
-        Creation(
+        Creation.of(
+            ev,
             d.sale_code,
             "sale",
-            None,
-            None,
-            op,
-            at,
-            eid,
-            ev.event_type,
-            kg,
-            0,
-            None,
-            {"stall": d.stall, "unit_price": float(price), "sold_at": at.isoformat()},
+            kg=kg,
+            documents={"stall": d.stall, "unit_price": float(price), "sold_at": at.isoformat()},
         )
     )
     p.edge(EdgeRow(d.lot, d.sale_code, eid, kg, None, "sale"))
-    p.sales.append(SaleRow(d.sale_code, d.lot, op, d.stall, kg, price, at, eid))
+    p.sales.append(SaleRow(d.sale_code, d.lot, ev.operator, d.stall, kg, price, at, eid))
 
 
 def lot_disposed(p: Plan, ev: LotDisposedEvent) -> None:
@@ -446,19 +428,13 @@ def _regulator_action(p: Plan, ev: RegulatorLotHeldEvent | RegulatorLotReleasedE
 def import_customs_cleared(p: Plan, ev: ImportCustomsClearedEvent) -> None:
     d = ev.data
     p.create(
-        Creation(
+        Creation.of(  # no origin_region (a GB/T 2260 region): an import's origin is origin_country
+            ev,
             d.lot,
             "imported",
-            d.product_code,
-            d.product_name,
-            ev.operator,
-            ev.occurred_at,
-            ev.event_id,
-            ev.event_type,
-            _kg(d.weight_kg) or Decimal(0),
-            0,
-            None,  # origin_region is a GB/T 2260 region; an import's origin is origin_country
-            import_documents(d),
+            product=(d.product_code, d.product_name),
+            kg=_kg(d.weight_kg) or Decimal(0),
+            documents=import_documents(d),
         )
     )
 
@@ -493,7 +469,7 @@ def lot_temperature_recorded(p: Plan, ev: LotTemperatureRecordedEvent) -> None:
 
 
 def epcis_event(p: Plan, ev: EpcisEventEvent) -> None:
-    _plan_epcis(p, epcis_effects(ev.data), ev.event_id, ev.operator, ev.occurred_at)
+    _plan_epcis(p, epcis_effects(ev.data), ev)
 
 
 # The graph effect of each event type: the graph column of trace_service/effects.HOMES (which checks that the
@@ -547,7 +523,8 @@ def import_documents(d: ImportCustomsCleared) -> dict[str, Any]:
 # -- GS1 EPCIS 2.0: a captured event's graph effects (docs/epcis.md, "EPCIS to the graph") --------------------
 
 
-def _plan_epcis(p: Plan, fx: Effects, eid: uuid.UUID, op: str, at: datetime) -> None:
+def _plan_epcis(p: Plan, fx: Effects, ev: EpcisEventEvent) -> None:
+    eid, at = ev.event_id, ev.occurred_at
     imports = {i.lot: i for i in fx.imports}
     for c in fx.creates:
         found = imports.get(c.code)
@@ -564,19 +541,13 @@ def _plan_epcis(p: Plan, fx: Effects, eid: uuid.UUID, op: str, at: datetime) -> 
             }
             docs |= found.documents
         p.create(
-            Creation(
+            Creation.of(
+                ev,
                 c.code,
                 c.kind,
-                None,
-                None,
-                op,
-                at,
-                eid,
-                T.EPCIS_EVENT,
-                _kg(c.kg) or Decimal(0),
-                c.head or 0,
-                None,
-                docs,
+                kg=_kg(c.kg) or Decimal(0),
+                head=c.head or 0,
+                documents=docs,
                 category="pork" if c.kind == "carcass" else None,
                 slaughtered_at=at if c.kind == "carcass" else None,
             )
