@@ -1,6 +1,7 @@
 """The EPCIS index of a domestic event, computed from the typed event (``mapping.index``, ``store.domestic_row``),
 agrees with what rendering it would give (``mapping.render`` then ``mapping.epcs``, ``store.index_row``): on every
-example in events/examples and every event of the scenarios. Pure: no database."""
+example in events/examples and every event of the scenarios. Then, through the API and the worker: a domestic
+event is stored with no document and served rendered from its envelope, and the class filters find it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import httpx
 import pytest
 
+from tests.support import Actors, post_events, register_operators, scenario_tag, wait_for
 from trace_service.chain import scenarios
 from trace_service.contract.epcis import mapping
+from trace_service.contract.epcis.uris import lot_uri
 from trace_service.contract.events import EPCIS_URIS, Envelope, EventType, build_catalogue
 from trace_service.epcis import store
 
@@ -97,3 +102,49 @@ def test_an_event_type_with_no_rendering_has_no_index() -> None:
     assert event is not None
     with pytest.raises(ValueError, match="no EPCIS rendering"):
         mapping.index(event.model_copy(update={"event_type": "unknown.type"}), EPCIS_URIS)
+
+
+async def test_domestic_events_are_stored_without_a_document_and_served_rendered(
+    client: httpx.AsyncClient, actors: Actors, worker: None, db: asyncpg.Connection
+) -> None:
+    sc = scenarios.instantiate(scenarios.load("pig_chain"), scenario_tag())
+    await register_operators(client, actors.admin, sc["operators"])
+    await post_events(client, actors.admin, sc["events"])
+    by_id = {f"urn:uuid:{e['event_id']}": e for e in sc["events"]}
+    regulator = await actors.staff_key("regulator")
+
+    async def page(**params: str) -> list[dict[str, Any]]:
+        r = await client.get("/epcis/events", params={**params, "perPage": "100"}, headers=regulator)
+        assert r.status_code == 200, r.text
+        found: list[dict[str, Any]] = r.json()["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
+        return found
+
+    async def all_indexed() -> list[dict[str, Any]] | None:
+        found = await page(EQ_eventID=",".join(by_id))
+        return found if len(found) == len(by_id) else None
+
+    served = await wait_for(all_indexed)
+    assert served is not None
+    docs = await db.fetch(
+        "SELECT doc FROM epcis_events WHERE event_id = ANY($1::uuid[])", [e["event_id"] for e in sc["events"]]
+    )
+    assert len(docs) == len(by_id)
+    assert all(row["doc"] is None for row in docs)
+    for event in served:
+        raw = by_id[event["eventID"]]
+        typed = _valid(raw)
+        assert typed is not None
+        expected = mapping.render(typed.model_dump(mode="json"), EPCIS_URIS)
+        assert {k: v for k, v in event.items() if k != "recordTime"} == expected
+
+    # The slaughtered lot: in the quantityList of the events before the slaughter, an input of the slaughter.
+    slaughter = next(e for e in sc["events"] if e["event_type"] == "slaughter.batch_slaughtered")
+    lot = lot_uri(slaughter["data"]["lot"], EPCIS_URIS)
+    observed = {e["eventID"] for e in await page(MATCH_epcClass=lot)}
+    anywhere = {e["eventID"] for e in await page(MATCH_anyEPCClass=lot)}
+    inputs = {e["eventID"] for e in await page(MATCH_anyEPCClass=lot, eventType="TransformationEvent")}
+    assert inputs == {f"urn:uuid:{slaughter['event_id']}"}
+    assert observed
+    assert observed.isdisjoint(inputs)
+    assert anywhere == observed | inputs
+    assert await page(MATCH_anyEPC=lot) == []  # a lot is a class, never an EPC of a list

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trace_service.access.http import CurrentPrincipal, ReadOnly, get_read_engine
 from trace_service.chain.models import LotView, PublicTrace, Recall, Trace
-from trace_service.chain.service import RECALL_PAGE, ChainService, PublicView
+from trace_service.chain.service import RECALL_PAGE, ChainService, PublicView, fresh_public_view
 from trace_service.contract.responses import AUTHENTICATED, errors
 
 router = APIRouter(prefix="/v1", tags=["lineage"])
@@ -110,12 +110,13 @@ public_router = APIRouter(prefix="/v1/public", tags=["public"])
     responses={200: {"model": PublicTrace}, **errors(404, 422, 503)},
 )
 async def public_trace(
-    code: Code, conn: ReadOnly, if_none_match: Annotated[str | None, Header(include_in_schema=False)] = None
+    code: Code, engine: ReadEngine, if_none_match: Annotated[str | None, Header(include_in_schema=False)] = None
 ) -> Any:
     """What a consumer sees for the code on a receipt or label. No key needed; nothing private. Cacheable for
     a few seconds: the `ETag` changes at once with a hold, a release, a recall, a new event on the chain or a
-    cold-chain alert, and `If-None-Match` with the current one answers 304."""
-    found = await ChainService(conn).public_view(code)
+    cold-chain alert, and `If-None-Match` with the current one answers 304. A view is read from the database at
+    most every half second per process, so a hold shows within a second of being applied."""
+    found = await fresh_public_view(engine, code)
     if not_modified(found, if_none_match):
         return Response(status_code=304, headers=cache_headers(found))
     return Response(found.body, media_type="application/json", headers=cache_headers(found))

@@ -28,7 +28,7 @@ from trace_service.alerts.endpoints import AlertId, Note, alert_event_stream
 from trace_service.alerts.service import AlertStream
 from trace_service.chain import endpoints as chain_endpoints
 from trace_service.chain.endpoints import Code, ReadEngine
-from trace_service.chain.service import VIEWS, ChainService
+from trace_service.chain.service import VIEWS, ChainService, fresh_public_view
 from trace_service.contract.events import storable_text
 from trace_service.errors import DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
 from trace_service.market import service as market
@@ -131,7 +131,7 @@ async def lookup(
 async def consumer_trace(
     code: str,
     settings: CurrentSettings,
-    conn: ReadOnly,
+    engine: ReadEngine,
     lang: Annotated[str | None, Query(max_length=10)] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -145,7 +145,7 @@ async def consumer_trace(
         query = f"?lang={language}" if lang is not None else ""
         return RedirectResponse(public_path(settings, f"/t/{quote(canonical)}{query}"), status_code=301)
     try:
-        found = await ChainService(conn).public_view(code)
+        found = await fresh_public_view(engine, code)
     except NotFound:
         return _not_found(settings, code, language)
     # The page of a version in a language is rendered once (the hotline is the process's setting); its ETag is
