@@ -14,11 +14,13 @@ import uuid
 import warnings
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from epcis_event_hash_generator import hash_generator, json_to_py
+from pydantic import ValidationError
 from pyld.jsonld import JsonLdError  # type: ignore[import-untyped]
 
 from trace_service.chain import projection
@@ -1134,3 +1136,21 @@ def test_compact_uris_in_vocabulary_fields_hash_on_the_fast_path_like_the_refere
     event |= change
     expected = reference_document_hashes(document([event], context))[0]
     assert hashing.fast_event_hash(event, context) == expected
+
+
+EXAMPLE_ENVELOPE = Path(__file__).resolve().parent.parent / "events" / "examples" / "epcis.event.json"
+
+
+def test_an_epcis_event_postgres_cannot_store_is_refused_at_validation() -> None:
+    """A NUL (or a lone surrogate) in any string of the event would stop the worker's batch in Postgres's jsonb."""
+    from trace_service.contract.events import build_catalogue
+
+    catalogue = build_catalogue()
+    with open(EXAMPLE_ENVELOPE, encoding="utf-8") as f:
+        envelope = json.load(f)
+    envelope["data"]["event"]["zs-trace:note"] = "a\u0000b"
+    digest = hashing.event_hash(envelope["data"]["event"], envelope["data"]["context"])
+    envelope["event_id"] = str(hashing.envelope_id(digest, error_declaration=False))
+    with pytest.raises(ValidationError) as caught:
+        catalogue.event.validate_json(json.dumps(envelope))
+    assert "NUL" in str(caught.value)
