@@ -1154,3 +1154,15 @@ def test_an_epcis_event_postgres_cannot_store_is_refused_at_validation() -> None
     with pytest.raises(ValidationError) as caught:
         catalogue.event.validate_json(json.dumps(envelope))
     assert "NUL" in str(caught.value)
+
+
+def test_a_time_with_no_utc_equivalent_is_unhashable_not_a_crash() -> None:
+    event = {
+        "type": "ObjectEvent",
+        "eventTime": "0001-01-01T00:00:00+08:00",
+        "eventTimeZoneOffset": "+08:00",
+        "epcList": [],
+        "action": "OBSERVE",
+    }
+    with pytest.raises(hashing.Unhashable):
+        hashing.event_hash(event, [STD])

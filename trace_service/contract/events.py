@@ -789,11 +789,16 @@ def lot_codes(event: Envelope) -> list[tuple[str, str]]:
     return found
 
 
+def epcis_event_effects(event: dict[str, Any]) -> epcis_mapping.Effects:
+    """What an EPCIS event does to the graph, with the city's URIs and the contract's default lot pattern (an
+    LGTIN's city code is formed the same way everywhere): what capture checks and validation checks."""
+    return epcis_mapping.effects(event, EPCIS_URIS, DEFAULT_PATTERNS.lot)
+
+
 def epcis_effects(data: EpcisEventData) -> epcis_mapping.Effects:
-    """What a captured EPCIS event does to the graph (computed once per decoded event, with the contract's
-    default lot pattern, as validation checked it)."""
+    """What a captured EPCIS event does to the graph (computed once per decoded event)."""
     if data._effects is None:
-        data._effects = epcis_mapping.effects(data.event, EPCIS_URIS, DEFAULT_PATTERNS.lot)
+        data._effects = epcis_event_effects(data.event)
     return data._effects
 
 

@@ -22,11 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from trace_service.access import service as access
 from trace_service.access.models import Principal, Role
 from trace_service.contract.epcis import hashing, mapping, schema
-from trace_service.contract.events import EPCIS_URIS
+from trace_service.contract.events import EPCIS_URIS, epcis_event_effects
 from trace_service.db.uow import unit_of_work
 from trace_service.epcis import problems
 from trace_service.epcis import repository as repo
-from trace_service.epcis.store import EPCIS_EVENT, biz_step, disposition, uris_of
+from trace_service.epcis.store import EPCIS_EVENT, biz_step, disposition
 from trace_service.errors import Conflict, DomainError, Forbidden, InvalidInput
 from trace_service.settings import Settings
 
@@ -133,7 +133,6 @@ class EpcisService:
         self._engine = engine
         self._read = read_engine or engine
         self._intake = intake
-        self._uris = uris_of(settings)
 
     @property
     def capture_limit(self) -> int:
@@ -174,8 +173,8 @@ class EpcisService:
         ids: list[uuid.UUID] = []
         found: list[dict[str, Any]] = []
         for i, event in enumerate(events):
-            operators.append(mapping.reporting_operator(event, self._uris) or principal.operator)
-            for p in mapping.effects(event, self._uris, self._settings.codes.lot).problems:
+            operators.append(mapping.reporting_operator(event, EPCIS_URIS) or principal.operator)
+            for p in epcis_event_effects(event).problems:
                 pointer = p.pointer if p.pointer.startswith(EVENT_LIST) else _pointer(i, p.pointer)
                 found.append({"pointer": pointer, "detail": p.message})
             try:

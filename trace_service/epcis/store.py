@@ -20,7 +20,6 @@ from trace_service.contract.epcis import hashing, mapping
 from trace_service.contract.epcis.uris import URIs, operator_uri
 from trace_service.contract.events import EPCIS_URIS, Envelope, EpcisEventEvent, epcis_hash
 from trace_service.epcis import repository as repo
-from trace_service.settings import Settings
 
 EPCIS_EVENT = "epcis.event"
 
@@ -45,11 +44,6 @@ def biz_step(value: Any) -> str | None:
 
 def disposition(value: Any) -> str | None:
     return _short(value, _DISPOSITION)
-
-
-def uris_of(settings: Settings) -> URIs:
-    """The identifier prefixes of the city's lots and operators (fixed: docs/epcis.md, "Identifiers")."""
-    return EPCIS_URIS
 
 
 def _id_of(place: Any) -> str | None:
@@ -128,9 +122,8 @@ def _captured(envelope: dict[str, Any], hash_: str) -> tuple[dict[str, Any], boo
     return index_row(original, envelope["operator"], event, context, declaration), True
 
 
-async def record(conn: AsyncConnection, fresh_events: Sequence[Envelope], settings: Settings) -> None:
+async def record(conn: AsyncConnection, fresh_events: Sequence[Envelope]) -> None:
     """Index the events a batch applied for the first time (call inside the batch's transaction)."""
-    uris = uris_of(settings)
     rows: list[dict[str, Any]] = []
     declarations: list[dict[str, Any]] = []
     for model in fresh_events:
@@ -144,6 +137,6 @@ async def record(conn: AsyncConnection, fresh_events: Sequence[Envelope], settin
             row, declares = _captured(captured, epcis_hash(model))
             (declarations if declares else rows).append(row)
             continue
-        rows.append(domestic_row(model, uris))
+        rows.append(domestic_row(model, EPCIS_URIS))
     await repo.insert_events(conn, rows)
     await repo.declare_errors(conn, declarations)

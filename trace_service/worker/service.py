@@ -245,7 +245,7 @@ async def apply_batch(
         outcome.alerts_changed = await alerts_repo.write_findings(conn, findings)
         await repo.insert_dead_letters(conn, dead)
         # The EPCIS index: every event applied for the first time, served by GET /epcis/events.
-        await epcis_store.record(conn, fresh, settings)
+        await epcis_store.record(conn, fresh)
         created = sorted(
             {c.code for ev in fresh for c in ownership.claims(ev) if c.creates} | set(applied.holder_changed)
         )

@@ -365,7 +365,10 @@ def _time(text: str) -> str:
         raise Unsupported("a time this parser does not read") from None
     if moment.tzinfo is None:
         raise Unsupported("a time without an offset")
-    moment = moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+08:00 has no UTC time in Python's range
+        raise Unsupported("a time outside the range of UTC times") from None
     micro = round(moment.microsecond, -3)
     if micro >= 1_000_000:
         raise Unsupported("a time that rounds up to the next second")
